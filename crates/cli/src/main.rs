@@ -1,0 +1,69 @@
+//! The `masp` binary: parse flags, call [`run`], map the outcome to an exit code. Nothing else
+//! decides exit codes.
+
+mod output;
+mod vad;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when every input succeeded.
+const EXIT_OK: u8 = 0;
+/// Exit code for usage and configuration errors: nothing was processed.
+const EXIT_USAGE: u8 = 1;
+/// Exit code when at least one input failed (the others were still processed).
+const EXIT_SOME_FAILED: u8 = 2;
+
+/// masp — run audio ONNX models one at a time under a hard memory budget.
+#[derive(Debug, Parser)]
+#[command(name = "masp", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Detect speech with silero VAD and print the segments.
+    Vad(vad::VadArgs),
+}
+
+/// What a command reports back to `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every input succeeded.
+    AllSucceeded,
+    /// At least one input failed; each failure was already reported on stderr.
+    SomeFailed,
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Vad(args) => vad::run(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are not errors.
+            let code = if err.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(Outcome::AllSucceeded) => ExitCode::from(EXIT_OK),
+        Ok(Outcome::SomeFailed) => ExitCode::from(EXIT_SOME_FAILED),
+        Err(err) => {
+            eprintln!("masp: error: {err:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

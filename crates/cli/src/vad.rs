@@ -1,0 +1,110 @@
+//! `masp vad`: speech segments of each input file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use masp_budget::probe;
+use masp_model_registry::assets;
+use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::silero::SileroVad;
+use masp_orchestrator::vad::{VadParams, detect_speech};
+
+use crate::Outcome;
+use crate::output::{Format, SegmentWriter};
+
+/// Flags of `masp vad`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  masp vad talk.wav\n  masp vad --format rttm *.flac > speech.rttm\n\n\
+Exit status: 0 when every file succeeded, 2 when any file failed (each failure is one line on \
+stderr and the other files are still processed), 1 for usage errors."
+)]
+pub struct VadArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Speech probability threshold (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    /// Shortest speech kept, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    min_speech_ms: u32,
+    /// Silence needed to end speech, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    min_silence_ms: u32,
+    /// Padding added around each segment, in milliseconds.
+    #[arg(long, default_value_t = 30)]
+    speech_pad_ms: u32,
+    /// Split segments longer than this many seconds (default: never).
+    #[arg(long)]
+    max_speech_s: Option<f64>,
+    /// Print a summary line (files, audio time, speed, peak memory) on stderr.
+    #[arg(long)]
+    stats: bool,
+    /// Audio files (wav, flac, mp3, ogg/vorbis).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
+    let params = VadParams {
+        threshold: args.threshold,
+        min_speech_ms: args.min_speech_ms,
+        min_silence_ms: args.min_silence_ms,
+        speech_pad_ms: args.speech_pad_ms,
+        max_speech_s: args.max_speech_s.unwrap_or(f64::INFINITY),
+        ..VadParams::default()
+    };
+    params.validate()?;
+    let started = Instant::now();
+    let runtime = Runtime::get()?;
+    let model_path = assets::SILERO_VAD.locate()?;
+    let mut vad = SileroVad::load(
+        runtime,
+        "silero-vad",
+        &model_path,
+        SessionOptions::default(),
+    )?;
+
+    let stdout = std::io::stdout();
+    let mut writer = SegmentWriter::new(stdout.lock(), args.format);
+    writer.begin().context("writing to stdout")?;
+    let (mut n_ok, mut n_failed, mut audio_s) = (0usize, 0usize, 0.0f64);
+    for path in &args.files {
+        match detect_speech(&mut vad, path, &params) {
+            Ok(outcome) => {
+                n_ok += 1;
+                audio_s += outcome.duration_s();
+                writer.file(path, &outcome).context("writing to stdout")?;
+            }
+            Err(err) => {
+                n_failed += 1;
+                // One line, naming the file and the reason; the batch goes on.
+                eprintln!("masp: {}: {err}", path.display());
+            }
+        }
+    }
+    writer.end().context("writing to stdout")?;
+    drop(writer);
+    if args.stats {
+        let wall_s = started.elapsed().as_secs_f64();
+        let peak = probe::process_peak_rss()
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let speed = if wall_s > 0.0 { audio_s / wall_s } else { 0.0 };
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "masp vad: {n_ok} file(s) ok, {n_failed} failed; {audio_s:.1} s of audio in {wall_s:.2} s \
+             ({speed:.0}× real time); peak RSS {peak}"
+        );
+    }
+    Ok(if n_failed == 0 {
+        Outcome::AllSucceeded
+    } else {
+        Outcome::SomeFailed
+    })
+}

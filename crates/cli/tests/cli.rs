@@ -1,0 +1,229 @@
+//! The `masp` binary as a user runs it: outputs, bad inputs, exit codes.
+// A test fails by panicking; helpers here unwrap what a correct setup guarantees.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn masp(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_masp"))
+        .args(args)
+        .output()
+        .expect("masp runs")
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/samples/two_voices.wav")
+}
+
+/// A WAV file: `format` 1 = PCM, 3 = IEEE float; `declared_data` may lie about `data`'s length.
+fn wav(format: u16, bits: u16, rate: u32, data: &[u8], declared_data: u32) -> Vec<u8> {
+    let block = bits / 8;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + declared_data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&format.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+    out.extend_from_slice(&block.to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&declared_data.to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn tone_pcm16(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let v = ((i as f32 * 0.05).sin() * 8000.0) as i16;
+            v.to_le_bytes()
+        })
+        .collect()
+}
+
+struct BadInputs {
+    _dir: tempfile::TempDir,
+    files: Vec<(&'static str, PathBuf)>,
+}
+
+fn bad_inputs() -> BadInputs {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let pcm = tone_pcm16(16_000);
+    let mut nan = Vec::new();
+    for i in 0..16_000 {
+        let v = if i == 8_000 {
+            f32::NAN
+        } else {
+            (i as f32 * 0.01).sin() * 0.3
+        };
+        nan.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut inf = Vec::new();
+    for i in 0..16_000 {
+        let v = if i == 100 { f32::INFINITY } else { 0.1 };
+        inf.extend_from_slice(&v.to_le_bytes());
+    }
+    let files = vec![
+        ("missing", p("does_not_exist.wav")),
+        ("empty", p("empty.wav")),
+        ("truncated", p("truncated.wav")),
+        ("not audio", p("notes.wav")),
+        ("zero samples", p("zero.wav")),
+        ("nan", p("nan.wav")),
+        ("inf", p("inf.wav")),
+    ];
+    std::fs::write(&files[1].1, b"").unwrap();
+    std::fs::write(
+        &files[2].1,
+        wav(1, 16, 16_000, &pcm[..pcm.len() / 2], pcm.len() as u32),
+    )
+    .unwrap();
+    std::fs::write(
+        &files[3].1,
+        b"these are my meeting notes, not audio\n".repeat(50),
+    )
+    .unwrap();
+    std::fs::write(&files[4].1, wav(1, 16, 16_000, &[], 0)).unwrap();
+    std::fs::write(&files[5].1, wav(3, 32, 16_000, &nan, nan.len() as u32)).unwrap();
+    std::fs::write(&files[6].1, wav(3, 32, 16_000, &inf, inf.len() as u32)).unwrap();
+    BadInputs { _dir: dir, files }
+}
+
+#[test]
+fn every_bad_input_is_one_line_naming_file_and_the_batch_goes_on() {
+    let bad = bad_inputs();
+    let good = sample();
+    let mut args: Vec<&std::ffi::OsStr> = vec!["vad".as_ref(), "--format".as_ref(), "csv".as_ref()];
+    for (_, path) in &bad.files {
+        args.push(path.as_os_str());
+    }
+    args.push(good.as_os_str()); // after the bad ones: it must still be processed
+    let out = masp(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for (what, path) in &bad.files {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(&*path.to_string_lossy()))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: expected one line naming {}: {stderr}",
+            path.display()
+        );
+        eprintln!("{what:>12}: {}", lines[0]);
+    }
+    assert!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("two_voices.wav"))
+            .count()
+            >= 4,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn each_bad_input_alone_fails_with_exit_code_2() {
+    let bad = bad_inputs();
+    for (what, path) in &bad.files {
+        let out = masp(&["vad".as_ref(), path.as_os_str()]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // JSON output stays a valid (empty) document.
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc, serde_json::json!([]), "{what}");
+    }
+}
+
+#[test]
+fn json_output_lists_segments_per_file() {
+    let good = sample();
+    let out = masp(&["vad".as_ref(), good.as_os_str(), good.as_os_str()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = doc.as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    let first = &files[0];
+    assert_eq!(first["sample_rate_hz"], 16_000);
+    assert!((first["duration_s"].as_f64().unwrap() - 26.073).abs() < 0.01);
+    let segments = first["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    for s in segments {
+        assert!(s["start_s"].as_f64().unwrap() < s["end_s"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn rttm_lines_have_the_nist_fields() {
+    let good = sample();
+    let out = masp(&[
+        "vad".as_ref(),
+        "--format".as_ref(),
+        "rttm".as_ref(),
+        good.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.is_empty());
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 10, "{line}");
+        assert_eq!(
+            (fields[0], fields[1], fields[2]),
+            ("SPEAKER", "two_voices", "1")
+        );
+        assert!(fields[3].parse::<f64>().unwrap() >= 0.0);
+        assert!(fields[4].parse::<f64>().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_1_and_help_with_0() {
+    assert_eq!(masp(&["vad".as_ref()]).status.code(), Some(1));
+    assert_eq!(masp(&["bogus".as_ref()]).status.code(), Some(1));
+    let s = sample();
+    let bad_threshold = masp(&[
+        "vad".as_ref(),
+        "--threshold".as_ref(),
+        "7".as_ref(),
+        s.as_os_str(),
+    ]);
+    assert_eq!(bad_threshold.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_threshold.stderr).contains("threshold"));
+    assert_eq!(masp(&["--help".as_ref()]).status.code(), Some(0));
+}
+
+#[test]
+fn missing_runtime_is_explained_not_a_panic() {
+    let s = sample();
+    let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .args(["vad".as_ref(), s.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cargo xtask setup") && stderr.contains("ORT_DYLIB_PATH"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

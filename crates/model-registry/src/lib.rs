@@ -1,0 +1,12 @@
+//! Model manifests, pinned assets and memory estimates: what masp knows about a model before
+//! ONNX Runtime ever sees it.
+//!
+//! This crate owns the catalogue of pinned third-party assets (the ONNX Runtime library and the
+//! built-in models) and where they live on disk ([`assets`]). It never loads a model: loading is
+//! the orchestrator's job, and it is the only crate that talks to ONNX Runtime.
+#![warn(missing_docs)]
+
+pub mod assets;
+mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,14 @@
+//! The sequential orchestrator: it loads ONNX models one at a time, runs audio through them, and
+//! unloads and cleans up between them.
+//!
+//! This is the only crate that talks to ONNX Runtime (through `ort`). [`runtime`] finds and
+//! initialises the runtime library; model adapters such as [`silero`] turn audio into model calls;
+//! [`vad`] turns speech probabilities into segments.
+#![warn(missing_docs)]
+
+mod error;
+pub mod runtime;
+pub mod silero;
+pub mod vad;
+
+pub use error::{Error, Result};

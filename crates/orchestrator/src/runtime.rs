@@ -1,0 +1,114 @@
+//! Finding and initialising the ONNX Runtime library, once per process.
+//!
+//! `ort` loads the library dynamically (`load-dynamic`): nothing is linked at build time, and a
+//! missing library would make `ort` panic on first use. [`Runtime::get`] looks for the file first
+//! and returns [`Error::RuntimeMissing`] with the fix instead.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use masp_model_registry::assets;
+use ort::environment::Environment;
+use ort::session::Session;
+
+use crate::{Error, Result};
+
+/// The initialised ONNX Runtime: the library file it came from and the shared environment.
+#[derive(Debug)]
+pub struct Runtime {
+    environment: Environment,
+    dylib_path: PathBuf,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static INIT: Mutex<()> = Mutex::new(());
+
+/// How a session is created; fields default to what masp's workloads want on a small machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Threads ONNX Runtime may use inside one operator. Default 1: audio models here are small
+    /// and sequential, and one thread per model leaves the other core for decoding. Raise it for
+    /// large models.
+    pub intra_op_threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            intra_op_threads: 1,
+        }
+    }
+}
+
+impl Runtime {
+    /// The process-wide runtime, initialised on first call from `ORT_DYLIB_PATH` or the asset
+    /// cache. Later calls return the same runtime.
+    ///
+    /// # Errors
+    /// [`Error::RuntimeMissing`] when the library file does not exist (the message says how to
+    /// get it), [`Error::RuntimeInit`] when it exists but cannot be loaded.
+    pub fn get() -> Result<&'static Runtime> {
+        if let Some(runtime) = RUNTIME.get() {
+            return Ok(runtime);
+        }
+        // Serialise initialisation: ort may load the library only once per process.
+        let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(runtime) = RUNTIME.get() {
+            return Ok(runtime);
+        }
+        let (dylib_path, origin) = locate_library()?;
+        if !dylib_path.is_file() {
+            return Err(Error::RuntimeMissing {
+                path: dylib_path,
+                origin,
+            });
+        }
+        let init_err = |reason: String| Error::RuntimeInit {
+            path: dylib_path.clone(),
+            reason,
+        };
+        let environment = ort::init_from(&dylib_path)
+            .map_err(|e| init_err(e.to_string()))?
+            .with_name("masp")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| init_err(e.to_string()))?;
+        Ok(RUNTIME.get_or_init(|| Runtime {
+            environment,
+            dylib_path,
+        }))
+    }
+
+    /// The library file this runtime was loaded from.
+    pub fn dylib_path(&self) -> &Path {
+        &self.dylib_path
+    }
+
+    /// Create a session for the model file at `path`, named `model` in errors.
+    ///
+    /// # Errors
+    /// [`Error::Load`] with ONNX Runtime's reason.
+    pub fn session(&self, model: &str, path: &Path, options: SessionOptions) -> Result<Session> {
+        let load_err = |reason: String| Error::Load {
+            model: model.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        Session::builder(&self.environment)
+            .map_err(|e| load_err(e.to_string()))?
+            .with_intra_threads(options.intra_op_threads.max(1))
+            .map_err(|e| load_err(e.to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| load_err(e.to_string()))?
+            .commit_from_file(path)
+            .map_err(|e| load_err(e.to_string()))
+    }
+}
+
+/// Where the runtime library should be, and which setting said so.
+fn locate_library() -> Result<(PathBuf, &'static str)> {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(path) if !path.is_empty() => Ok((PathBuf::from(path), "from ORT_DYLIB_PATH")),
+        _ => Ok((assets::ONNXRUNTIME.path()?, "the asset cache")),
+    }
+}

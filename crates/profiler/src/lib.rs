@@ -1,0 +1,1 @@
+//! masp-profiler (being built).

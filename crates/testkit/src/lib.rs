@@ -1,0 +1,1 @@
+//! masp-testkit (being built).

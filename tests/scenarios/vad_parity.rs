@@ -1,0 +1,141 @@
+//! masp's VAD against the official silero-vad package (6.2.3, ONNX path, onnxruntime 1.31.1).
+//!
+//! The reference segments and probabilities were produced by
+//! `scripts/reference/silero_reference.py` and committed next to each sample, so this test needs
+//! no Python. Agreement is measured on 10 ms frames: frame i covers [i·10 ms, (i+1)·10 ms) and
+//! counts as speech when its centre lies inside a segment.
+
+use std::path::{Path, PathBuf};
+
+use masp_model_registry::assets;
+use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::silero::{FRAME_SAMPLES, SileroVad};
+use masp_orchestrator::vad::{VadParams, detect_speech};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    segments: Vec<RefSegment>,
+    frame_probs_first_64: Vec<f32>,
+    audio: RefAudio,
+}
+
+#[derive(Deserialize)]
+struct RefAudio {
+    samples_16k: u64,
+    source_sample_rate_hz: u32,
+}
+
+#[derive(Deserialize)]
+struct RefSegment {
+    start_sample: u64,
+    end_sample: u64,
+}
+
+fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples")
+}
+
+fn load_reference(name: &str) -> Reference {
+    let path = samples_dir().join(format!("{name}.silero_reference.json"));
+    let text = std::fs::read_to_string(&path).expect("reference file is committed");
+    serde_json::from_str(&text).expect("reference parses")
+}
+
+fn vad() -> SileroVad {
+    let runtime = Runtime::get().unwrap_or_else(|e| panic!("{e}"));
+    let model = assets::SILERO_VAD
+        .locate()
+        .unwrap_or_else(|e| panic!("{e}"));
+    SileroVad::load(runtime, "silero-vad", &model, SessionOptions::default()).unwrap()
+}
+
+/// Fraction of 10 ms frames on which two segment lists (in 16 kHz samples) agree.
+fn frame_agreement(a: &[(u64, u64)], b: &[(u64, u64)], n_samples: u64) -> f64 {
+    let n_frames = n_samples.div_ceil(160);
+    let inside = |segs: &[(u64, u64)], centre: f64| {
+        segs.iter()
+            .any(|&(s, e)| (s as f64) <= centre && centre < e as f64)
+    };
+    let agree = (0..n_frames)
+        .filter(|&i| {
+            let centre = i as f64 * 160.0 + 80.0;
+            inside(a, centre) == inside(b, centre)
+        })
+        .count();
+    agree as f64 / n_frames as f64
+}
+
+fn check_file(file: &str, name: &str) -> f64 {
+    let reference = load_reference(name);
+    let mut vad = vad();
+    let outcome = detect_speech(&mut vad, &samples_dir().join(file), &VadParams::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ours: Vec<(u64, u64)> = outcome
+        .segments
+        .iter()
+        .map(|s| (s.start_sample, s.end_sample))
+        .collect();
+    let theirs: Vec<(u64, u64)> = reference
+        .segments
+        .iter()
+        .map(|s| (s.start_sample, s.end_sample))
+        .collect();
+    let n = reference.audio.samples_16k.max(outcome.n_samples);
+    let agreement = frame_agreement(&ours, &theirs, n);
+    eprintln!("{file}: ours {ours:?}\n  reference {theirs:?}\n  agreement {agreement:.4}");
+    assert!(
+        agreement >= 0.97,
+        "{file}: frame agreement {agreement:.4} < 0.97"
+    );
+    agreement
+}
+
+#[test]
+fn segments_agree_with_official_package_on_16k_speech() {
+    let agreement = check_file("two_voices.wav", "two_voices");
+    // Same samples in, same model: the segments should be identical, not merely close.
+    assert!(agreement > 0.999, "agreement {agreement}");
+}
+
+#[test]
+fn segments_agree_after_downmix_and_resampling() {
+    let reference = load_reference("noisy_mix_44k_stereo");
+    assert_eq!(reference.audio.source_sample_rate_hz, 44_100);
+    check_file("noisy_mix_44k_stereo.flac", "noisy_mix_44k_stereo");
+}
+
+#[test]
+fn frame_probabilities_match_official_package() {
+    let reference = load_reference("two_voices");
+    let (_, samples) = masp_audio::read_mono(&samples_dir().join("two_voices.wav"), 16_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut vad = vad();
+    for (i, (frame, expected)) in samples
+        .chunks(FRAME_SAMPLES)
+        .zip(&reference.frame_probs_first_64)
+        .enumerate()
+    {
+        let p = vad.process_frame(frame).unwrap();
+        assert!(
+            (p - expected).abs() < 1e-4,
+            "frame {i}: masp {p:.5}, official {expected:.5}"
+        );
+    }
+}
+
+#[test]
+fn one_model_serves_many_files_after_reset() {
+    // A second file must not inherit the first file's recurrent state.
+    let mut vad = vad();
+    let path = samples_dir().join("two_voices.wav");
+    let first = detect_speech(&mut vad, &path, &VadParams::default()).unwrap();
+    let second = detect_speech(&mut vad, &path, &VadParams::default()).unwrap();
+    assert_eq!(first.segments, second.segments);
+}
+
+#[test]
+fn agreement_measure_is_sane() {
+    assert_eq!(frame_agreement(&[(0, 1600)], &[(0, 1600)], 3200), 1.0);
+    assert_eq!(frame_agreement(&[(0, 1600)], &[], 3200), 0.5);
+}

@@ -1,0 +1,1 @@
+//! Workspace-level integration tests for masp live in `tests/`; this library is empty on purpose.

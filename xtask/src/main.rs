@@ -1,0 +1,50 @@
+//! Developer tasks for masp: `cargo xtask <task>` (see `cargo xtask help`).
+
+mod layers;
+mod setup;
+mod suites;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask <task>
+
+tasks:
+  setup [--force]   fetch ONNX Runtime and the built-in models (pinned, sha256-verified, cached)
+  demo              set up if needed, then run `masp vad` on the committed speech sample
+  test              set up if needed, then run every check and test suite (what CI runs)
+  check-layers      fail on any dependency edge that breaks the crate layering
+  test-sequential   the model and orchestration suites, one test at a time
+  test-profile      the same with the memory profiler on, reports in target/masp-reports/
+  test-memory       memory-intensive cases with explicit cleanup
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    let result = match task {
+        "setup" => setup::run(rest.iter().any(|a| a == "--force")).map(|_| ()),
+        "demo" => suites::demo(),
+        "test" => suites::test_all(),
+        "check-layers" => layers::check(),
+        "test-sequential" => suites::test_sequential(),
+        "test-profile" => suites::test_profile(),
+        "test-memory" => suites::test_memory(),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => {
+            eprint!("unknown task `{other}`\n\n{HELP}");
+            return ExitCode::from(1);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The test suites, the demo, and `cargo xtask test` (what CI runs).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::setup;
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn ensure_setup() -> Result<()> {
+    if !setup::looks_complete() {
+        println!("assets missing: running setup first");
+        setup::run(false)?;
+    }
+    Ok(())
+}
+
+/// One step of a suite: a named command whose exit status is the verdict.
+struct Step {
+    name: &'static str,
+    command: Command,
+}
+
+fn step(name: &'static str, args: &[&str]) -> Step {
+    let mut command = cargo();
+    command.args(args).current_dir(workspace_root());
+    Step { name, command }
+}
+
+/// Run steps in order (all of them, even after a failure, so one run shows every problem) and
+/// end with the `N passed, N failed` line.
+fn run_steps(suite: &str, steps: Vec<Step>) -> Result<()> {
+    let mut failed = Vec::new();
+    let total = steps.len();
+    for mut s in steps {
+        println!("\n==> {suite}: {}", s.name);
+        let ok = s.command.status().map(|st| st.success()).unwrap_or(false);
+        if !ok {
+            failed.push(s.name);
+        }
+    }
+    println!(
+        "\n{suite}: {} passed, {} failed",
+        total - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("{suite}: failed steps: {}", failed.join(", "))
+    }
+}
+
+pub fn demo() -> Result<()> {
+    ensure_setup()?;
+    let sample = workspace_root().join("assets/samples/two_voices.wav");
+    println!("masp vad {}", sample.display());
+    let status = cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "masp-cli",
+            "--",
+            "vad",
+            "--format",
+        ])
+        .args(["text", "--stats"])
+        .arg(&sample)
+        .current_dir(workspace_root())
+        .status()
+        .context("running masp")?;
+    if !status.success() {
+        bail!("masp vad failed");
+    }
+    Ok(())
+}
+
+pub fn test_all() -> Result<()> {
+    ensure_setup()?;
+    let mut check_layers = Command::new(std::env::current_exe()?);
+    check_layers
+        .arg("check-layers")
+        .current_dir(workspace_root());
+    run_steps(
+        "test",
+        vec![
+            step("format", &["fmt", "--all", "--check"]),
+            Step {
+                name: "layers",
+                command: check_layers,
+            },
+            step(
+                "clippy",
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--quiet",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+            step(
+                "unit and integration tests",
+                &["test", "--workspace", "--quiet"],
+            ),
+        ],
+    )
+}
+
+pub fn test_sequential() -> Result<()> {
+    ensure_setup()?;
+    run_steps(
+        "test-sequential",
+        vec![step(
+            "workspace tests, one at a time",
+            &["test", "--workspace", "--quiet", "--", "--test-threads=1"],
+        )],
+    )
+}
+
+pub fn test_profile() -> Result<()> {
+    ensure_setup()?;
+    let reports = workspace_root().join("target/masp-reports");
+    std::fs::create_dir_all(&reports)?;
+    let mut s = step(
+        "workspace tests with the profiler on",
+        &["test", "--workspace", "--quiet", "--", "--test-threads=1"],
+    );
+    s.command.env("MASP_TEST_REPORTS", &reports);
+    let result = run_steps("test-profile", vec![s]);
+    println!("reports: {}", reports.display());
+    result
+}
+
+pub fn test_memory() -> Result<()> {
+    ensure_setup()?;
+    run_steps(
+        "test-memory",
+        vec![step(
+            "memory tests (release, one at a time)",
+            &[
+                "test",
+                "--release",
+                "--workspace",
+                "--quiet",
+                "--",
+                "--test-threads=1",
+                "memory",
+            ],
+        )],
+    )
+}
