@@ -52,7 +52,10 @@ impl std::fmt::Debug for Source {
 impl Source {
     /// Opens and validates `path`, ready to decode from the first frame.
     pub(crate) fn open(path: &Path) -> Result<(Self, AudioInfo)> {
-        let io_err = |error: io::Error| Error::Io { path: path.to_path_buf(), error };
+        let io_err = |error: io::Error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        };
         let mut file = File::open(path).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         if meta.is_dir() {
@@ -75,10 +78,17 @@ impl Source {
             hint.with_extension(ext);
         }
         let format = symphonia::default::get_probe()
-            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .probe(
+                &hint,
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
             .map_err(|e| open_error(path, e))?;
 
-        let track = format.default_track(TrackType::Audio).ok_or(Error::NoAudioTrack)?;
+        let track = format
+            .default_track(TrackType::Audio)
+            .ok_or(Error::NoAudioTrack)?;
         let params = track
             .codec_params
             .as_ref()
@@ -90,22 +100,33 @@ impl Source {
 
         let sample_rate_hz = params.sample_rate.ok_or(Error::MissingSampleRate)?;
         if sample_rate_hz == 0 || sample_rate_hz > MAX_SAMPLE_RATE_HZ {
-            return Err(Error::InvalidSampleRate { sample_rate_hz: u64::from(sample_rate_hz) });
+            return Err(Error::InvalidSampleRate {
+                sample_rate_hz: u64::from(sample_rate_hz),
+            });
         }
-        let n_channels = params.channels.as_ref().map(|c| c.count()).ok_or_else(|| {
-            Error::MalformedHeader { reason: "header gives no channel count".to_owned() }
-        })?;
+        let n_channels =
+            params
+                .channels
+                .as_ref()
+                .map(|c| c.count())
+                .ok_or_else(|| Error::MalformedHeader {
+                    reason: "header gives no channel count".to_owned(),
+                })?;
         if n_channels == 0 || n_channels > MAX_CHANNELS {
-            return Err(Error::InvalidChannelCount { n_channels: n_channels as u64 });
+            return Err(Error::InvalidChannelCount {
+                n_channels: n_channels as u64,
+            });
         }
 
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(&params, &AudioDecoderOptions::default())
             .map_err(|e| match e {
-                SymError::Unsupported(reason) => {
-                    Error::UnsupportedCodec { reason: reason.to_owned() }
-                }
-                other => Error::MalformedHeader { reason: other.to_string() },
+                SymError::Unsupported(reason) => Error::UnsupportedCodec {
+                    reason: reason.to_owned(),
+                },
+                other => Error::MalformedHeader {
+                    reason: other.to_string(),
+                },
             })?;
 
         let exact = matches!(
@@ -209,7 +230,10 @@ impl Source {
         if let Some(declared_frames) = self.exact_n_frames
             && self.n_frames_decoded < declared_frames
         {
-            return Err(Error::Truncated { declared_frames, found_frames: self.n_frames_decoded });
+            return Err(Error::Truncated {
+                declared_frames,
+                found_frames: self.n_frames_decoded,
+            });
         }
         if self.n_frames_decoded == 0 {
             return Err(Error::NoSamples);
@@ -222,14 +246,20 @@ impl Source {
         self.finished = true;
         let at_s = self.at_s(0);
         match e {
-            SymError::IoError(error) => Error::Io { path: self.path.clone(), error },
+            SymError::IoError(error) => Error::Io {
+                path: self.path.clone(),
+                error,
+            },
             SymError::ResetRequired => Error::Decode {
                 at_s,
                 reason: "the stream changes its parameters mid-file (e.g. chained ogg), \
                          which is not supported"
                     .to_owned(),
             },
-            other => Error::Decode { at_s, reason: other.to_string() },
+            other => Error::Decode {
+                at_s,
+                reason: other.to_string(),
+            },
         }
     }
 
@@ -247,12 +277,21 @@ fn open_error(path: &Path, e: SymError) -> Error {
     match e {
         // The probe found no known marker within its scan depth.
         SymError::Unsupported(reason) if reason.contains("probe") => Error::NotAudio,
-        SymError::Unsupported(reason) => Error::UnsupportedCodec { reason: reason.to_owned() },
+        SymError::Unsupported(reason) => Error::UnsupportedCodec {
+            reason: reason.to_owned(),
+        },
         SymError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Error::MalformedHeader { reason: "file ends inside the header".to_owned() }
+            Error::MalformedHeader {
+                reason: "file ends inside the header".to_owned(),
+            }
         }
-        SymError::IoError(error) => Error::Io { path: path.to_path_buf(), error },
-        other => Error::MalformedHeader { reason: other.to_string() },
+        SymError::IoError(error) => Error::Io {
+            path: path.to_path_buf(),
+            error,
+        },
+        other => Error::MalformedHeader {
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -283,13 +322,17 @@ fn downmix(
 
 /// The arithmetic half of [`downmix`], separate so it can be tested without a decoder.
 fn mix_planes(planes: &[Vec<f32>], out: &mut Vec<f32>) -> Result<(), NonFinite> {
-    let Some(n_frames) = planes.first().map(Vec::len) else { return Ok(()) };
+    let Some(n_frames) = planes.first().map(Vec::len) else {
+        return Ok(());
+    };
     // Earliest bad frame across channels, so `at_s` points at the first problem in time.
     let bad = planes
         .iter()
         .enumerate()
         .filter_map(|(channel, p)| {
-            p.iter().position(|x| !x.is_finite()).map(|frame| NonFinite { frame, channel })
+            p.iter()
+                .position(|x| !x.is_finite())
+                .map(|frame| NonFinite { frame, channel })
         })
         .min_by_key(|nf| nf.frame);
     if let Some(nf) = bad {
@@ -350,8 +393,17 @@ mod tests {
     #[test]
     fn reports_earliest_non_finite_sample() {
         let mut out = vec![];
-        let r = mix_planes(&[vec![0.0, 0.0, f32::NAN], vec![0.0, f32::INFINITY, 0.0]], &mut out);
-        assert_eq!(r, Err(NonFinite { frame: 1, channel: 1 }));
+        let r = mix_planes(
+            &[vec![0.0, 0.0, f32::NAN], vec![0.0, f32::INFINITY, 0.0]],
+            &mut out,
+        );
+        assert_eq!(
+            r,
+            Err(NonFinite {
+                frame: 1,
+                channel: 1
+            })
+        );
         assert!(out.is_empty());
     }
 }

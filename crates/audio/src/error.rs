@@ -116,7 +116,9 @@ pub enum Error {
     /// For WAV this is detected when the stream is opened (data chunk size against file length);
     /// for other lossless formats with an exact frame count (FLAC, AIFF) when the decoder reaches
     /// the end of the data.
-    #[error("truncated file: header declares {declared_frames} frames but only {found_frames} are present")]
+    #[error(
+        "truncated file: header declares {declared_frames} frames but only {found_frames} are present"
+    )]
     Truncated {
         /// Frames per channel the header declares.
         declared_frames: u64,
@@ -179,19 +181,38 @@ mod tests {
     fn messages_are_lowercase_one_line_without_trailing_period() {
         let errors: Vec<Error> = vec![
             OptionsError::ChunkSamples { chunk_samples: 0 }.into(),
-            OptionsError::TargetSampleRate { target_sample_rate_hz: 0 }.into(),
-            Error::Io { path: "x.wav".into(), error: io::Error::other("boom") },
+            OptionsError::TargetSampleRate {
+                target_sample_rate_hz: 0,
+            }
+            .into(),
+            Error::Io {
+                path: "x.wav".into(),
+                error: io::Error::other("boom"),
+            },
             Error::EmptyFile,
             Error::NotAudio,
             Error::NoAudioTrack,
             Error::MissingSampleRate,
             Error::InvalidSampleRate { sample_rate_hz: 0 },
             Error::InvalidChannelCount { n_channels: 65 },
-            Error::Truncated { declared_frames: 10, found_frames: 5 },
+            Error::Truncated {
+                declared_frames: 10,
+                found_frames: 5,
+            },
             Error::NoSamples,
-            Error::NonFiniteSample { at_s: 1.5, channel: 0 },
-            Error::SampleRateChanged { from_hz: 1, to_hz: 2, at_s: 0.0 },
-            Error::Decode { at_s: 0.0, reason: "bad".into() },
+            Error::NonFiniteSample {
+                at_s: 1.5,
+                channel: 0,
+            },
+            Error::SampleRateChanged {
+                from_hz: 1,
+                to_hz: 2,
+                at_s: 0.0,
+            },
+            Error::Decode {
+                at_s: 0.0,
+                reason: "bad".into(),
+            },
         ];
         for e in errors {
             let msg = e.to_string();
@@ -199,13 +220,19 @@ mod tests {
             assert!(!first.is_uppercase(), "{msg}");
             assert!(!msg.ends_with('.'), "{msg}");
             assert!(!msg.contains('\n'), "{msg}");
-            assert!(!msg.contains("x.wav"), "path must not be in the message: {msg}");
+            assert!(
+                !msg.contains("x.wav"),
+                "path must not be in the message: {msg}"
+            );
         }
     }
 
     #[test]
     fn options_error_is_transparent() {
         let e: Error = OptionsError::ChunkSamples { chunk_samples: 0 }.into();
-        assert_eq!(e.to_string(), "chunk size 0 samples is out of range (1..=16777216 samples)");
+        assert_eq!(
+            e.to_string(),
+            "chunk size 0 samples is out of range (1..=16777216 samples)"
+        );
     }
 }

@@ -39,6 +39,7 @@ impl AudioInfo {
             return None;
         }
         // u64 -> f64 is exact up to 2^53 frames, i.e. thousands of years of audio.
-        self.n_source_frames.map(|n| n as f64 / f64::from(self.source_sample_rate_hz))
+        self.n_source_frames
+            .map(|n| n as f64 / f64::from(self.source_sample_rate_hz))
     }
 }

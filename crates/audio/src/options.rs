@@ -36,7 +36,10 @@ pub struct StreamOptions {
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        Self { target_sample_rate_hz: 16_000, chunk_samples: 16_384 }
+        Self {
+            target_sample_rate_hz: 16_000,
+            chunk_samples: 16_384,
+        }
     }
 }
 
@@ -53,7 +56,10 @@ impl StreamOptions {
     /// assert!(options.validate().is_ok());
     /// ```
     pub fn new(target_sample_rate_hz: u32, chunk_samples: usize) -> Self {
-        Self { target_sample_rate_hz, chunk_samples }
+        Self {
+            target_sample_rate_hz,
+            chunk_samples,
+        }
     }
 
     /// Checks that both fields are in range.
@@ -79,7 +85,9 @@ impl StreamOptions {
             });
         }
         if self.chunk_samples == 0 || self.chunk_samples > MAX_CHUNK_SAMPLES {
-            return Err(OptionsError::ChunkSamples { chunk_samples: self.chunk_samples });
+            return Err(OptionsError::ChunkSamples {
+                chunk_samples: self.chunk_samples,
+            });
         }
         Ok(())
     }
@@ -101,11 +109,25 @@ mod tests {
     fn rejects_out_of_range_values() {
         assert!(matches!(
             StreamOptions::new(0, 1).validate(),
-            Err(OptionsError::TargetSampleRate { target_sample_rate_hz: 0 })
+            Err(OptionsError::TargetSampleRate {
+                target_sample_rate_hz: 0
+            })
         ));
-        assert!(StreamOptions::new(MAX_SAMPLE_RATE_HZ + 1, 1).validate().is_err());
+        assert!(
+            StreamOptions::new(MAX_SAMPLE_RATE_HZ + 1, 1)
+                .validate()
+                .is_err()
+        );
         assert!(StreamOptions::new(MAX_SAMPLE_RATE_HZ, 1).validate().is_ok());
-        assert!(StreamOptions::new(16_000, MAX_CHUNK_SAMPLES + 1).validate().is_err());
-        assert!(StreamOptions::new(16_000, MAX_CHUNK_SAMPLES).validate().is_ok());
+        assert!(
+            StreamOptions::new(16_000, MAX_CHUNK_SAMPLES + 1)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            StreamOptions::new(16_000, MAX_CHUNK_SAMPLES)
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -7,19 +7,22 @@
 //! target rate maps to the same time as in the source.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{
-    Async, Fft, FixedAsync, FixedSync, Indexing, Resampler, SincInterpolationParameters,
-};
+use rubato::{Async, Fft, FixedAsync, FixedSync, Indexing, Resampler, SincInterpolationParameters};
 
 use crate::error::{Error, Result};
 
-/// Input frames per resampler call; large enough to amortise per-call overhead, small enough
-/// that the scratch buffers stay in the tens of KiB.
-const CHUNK_IN: usize = 2048;
+/// Input frames per resampler call for the sinc resampler, and the FFT resampler's block target
+/// on the input side. Its anti-aliasing filter is as long as a block, so ~1000 frames gives a
+/// steep cutoff while keeping the delay near 10 ms.
+const BLOCK_IN: usize = 1024;
 
-/// Target FFT block on the input side. The FFT resampler's anti-aliasing filter is as long as a
-/// block, so ~1000 frames gives a steep cutoff while keeping the delay near 10 ms.
-const FFT_SUB_CHUNK: usize = 1024;
+/// Output frames an FFT block should at least have: strong downsampling (e.g. 192 kHz -> 16 kHz)
+/// would otherwise get a short filter and a wide transition band.
+const MIN_BLOCK_OUT: f64 = 512.0;
+
+/// Output frames a resampler call may produce at most: strong upsampling (e.g. 100 Hz -> 16 kHz)
+/// would otherwise need megabytes of scratch.
+const MAX_BLOCK_OUT: f64 = 8192.0;
 
 /// Above this many frames in the smallest block that represents the rate ratio exactly
 /// (`rate / gcd(source, target)` on either side), the FFT resampler's buffers would grow to
@@ -35,7 +38,7 @@ pub(crate) fn expected_output_len(n_in: u64, source_hz: u32, target_hz: u32) -> 
 
 /// Mono resampler fed in arbitrary pieces.
 pub(crate) struct StreamResampler {
-    inner: Box<dyn Resampler<f32>>,
+    inner: Box<dyn Resampler<f32> + Send>,
     source_hz: u32,
     target_hz: u32,
     /// Input not yet handed to rubato (less than one call's worth between calls).
@@ -67,7 +70,9 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 }
 
 fn rubato_err(e: impl std::fmt::Display) -> Error {
-    Error::Resampler { reason: e.to_string() }
+    Error::Resampler {
+        reason: e.to_string(),
+    }
 }
 
 impl StreamResampler {
@@ -75,14 +80,20 @@ impl StreamResampler {
     pub(crate) fn new(source_hz: u32, target_hz: u32) -> Result<Self> {
         let (s, t) = (source_hz as usize, target_hz as usize);
         let g = gcd(s, t).max(1);
-        let inner: Box<dyn Resampler<f32>> = if (s / g).max(t / g) <= MAX_FFT_MIN_BLOCK {
-            let sub_chunks = (CHUNK_IN / FFT_SUB_CHUNK).max(1);
+        let ratio = f64::from(target_hz) / f64::from(source_hz);
+        // Float to int `as` saturates; both bounds are at least 1 frame.
+        let max_in = ((MAX_BLOCK_OUT / ratio) as usize).max(1);
+        let inner: Box<dyn Resampler<f32> + Send> = if (s / g).max(t / g) <= MAX_FFT_MIN_BLOCK {
+            let sub_in = BLOCK_IN
+                .max((MIN_BLOCK_OUT / ratio).ceil() as usize)
+                .min(max_in);
+            // Two blocks per call; rubato rounds each block up to a multiple of `s / g` frames.
             Box::new(
                 Fft::<f32>::new_custom(
                     s,
                     t,
-                    CHUNK_IN,
-                    sub_chunks,
+                    2 * sub_in,
+                    2,
                     1,
                     rubato::WindowFunction::BlackmanHarris2,
                     FixedSync::Input,
@@ -93,10 +104,10 @@ impl StreamResampler {
             let params = SincInterpolationParameters::default();
             Box::new(
                 Async::<f32>::new_sinc(
-                    f64::from(target_hz) / f64::from(source_hz),
+                    ratio,
                     1.0,
                     &params,
-                    CHUNK_IN,
+                    (2 * BLOCK_IN).min(max_in),
                     1,
                     FixedAsync::Input,
                 )
@@ -109,7 +120,7 @@ impl StreamResampler {
             inner,
             source_hz,
             target_hz,
-            pending_in: Vec::with_capacity(2 * CHUNK_IN),
+            pending_in: Vec::new(),
             scratch_out,
             delay_left,
             n_in: 0,
@@ -223,11 +234,26 @@ mod tests {
 
     #[test]
     fn output_length_is_exact_for_common_and_odd_rates() {
-        for &(s, t) in &[(44_100, 16_000), (48_000, 16_000), (8_000, 16_000), (44_101, 16_000)] {
-            for &n in &[0usize, 1, 7, 999, 4096, 30_001] {
-                let input = vec![0.25f32; n];
-                let out = run(s, t, &input, 333);
-                assert_eq!(out.len() as u64, expected_output_len(n as u64, s, t), "{s}->{t} n={n}");
+        let pairs = [
+            (44_100, 16_000),
+            (48_000, 16_000),
+            (8_000, 16_000),
+            (44_101, 16_000),
+            (192_000, 16_000),
+            (1_000_000, 16_000),
+            (999_983, 16_000),
+            (100, 16_000),
+            (1, 16_000),
+            (16_000, 1_000_000),
+        ];
+        for (s, t) in pairs {
+            for n in [0usize, 1, 7, 999, 4096, 30_001] {
+                let want = expected_output_len(n as u64, s, t);
+                if want > 2_000_000 {
+                    continue; // keep extreme upsampling cases fast
+                }
+                let out = run(s, t, &vec![0.25f32; n], 333);
+                assert_eq!(out.len() as u64, want, "{s}->{t} n={n}");
             }
         }
     }
@@ -238,6 +264,28 @@ mod tests {
         let a = run(44_100, 16_000, &input, 20_000);
         let b = run(44_100, 16_000, &input, 17);
         assert_eq!(a, b);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any way of cutting the input gives the same output, of exactly the documented length.
+        #[test]
+        fn streaming_is_exact_and_split_invariant(
+            rates in proptest::sample::select(vec![
+                (8_000u32, 16_000u32), (22_050, 16_000), (44_100, 16_000), (48_000, 16_000),
+                (16_000, 44_100), (11_025, 16_000), (44_101, 16_000),
+            ]),
+            n in 0usize..12_000,
+            piece in 1usize..5_000,
+        ) {
+            let (s, t) = rates;
+            let input: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let whole = run(s, t, &input, n.max(1));
+            let pieces = run(s, t, &input, piece);
+            proptest::prop_assert_eq!(whole.len() as u64, expected_output_len(n as u64, s, t));
+            proptest::prop_assert_eq!(whole, pieces);
+        }
     }
 
     #[test]
@@ -254,7 +302,10 @@ mod tests {
                 .map(|(i, _)| i)
                 .unwrap();
             let want = t as usize / 2;
-            assert!(peak.abs_diff(want) <= 1, "{s}->{t}: peak at {peak}, want {want}");
+            assert!(
+                peak.abs_diff(want) <= 1,
+                "{s}->{t}: peak at {peak}, want {want}"
+            );
         }
     }
 }

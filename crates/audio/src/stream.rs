@@ -83,7 +83,10 @@ impl ChunkStream {
         let resampler = if info.source_sample_rate_hz == options.target_sample_rate_hz {
             None
         } else {
-            Some(StreamResampler::new(info.source_sample_rate_hz, options.target_sample_rate_hz)?)
+            Some(StreamResampler::new(
+                info.source_sample_rate_hz,
+                options.target_sample_rate_hz,
+            )?)
         };
         Ok(Self {
             info,
@@ -180,7 +183,9 @@ impl Iterator for ChunkStream {
     type Item = Result<Vec<f32>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_chunk().map(|c| c.map(<[f32]>::to_vec)).transpose()
+        self.next_chunk()
+            .map(|c| c.map(<[f32]>::to_vec))
+            .transpose()
     }
 }
 
@@ -215,10 +220,21 @@ pub fn read_mono(path: &Path, target_sample_rate_hz: u32) -> Result<(AudioInfo, 
             stream.info().source_sample_rate_hz,
             target_sample_rate_hz,
         );
-        samples.reserve(usize::try_from(expected.min(1 << 26)).unwrap_or(0));
+        samples.reserve(usize::try_from(expected.min(1 << 22)).unwrap_or(0));
     }
     while let Some(chunk) = stream.next_chunk()? {
         samples.extend_from_slice(chunk);
     }
     Ok((stream.info().clone(), samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<ChunkStream>();
+    }
 }

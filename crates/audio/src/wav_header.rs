@@ -25,6 +25,7 @@ struct Fmt {
     format_tag: u16,
     n_channels: u16,
     block_align: u16,
+    bits_per_sample: u16,
 }
 
 /// Checks a file that starts like RIFF/WAVE; does nothing for any other file.
@@ -68,10 +69,12 @@ pub(crate) fn check<R: Read + Seek>(reader: &mut R, file_len: u64) -> Result<(),
                 let n_channels = u16::from_le_bytes([body[2], body[3]]);
                 let sample_rate_hz = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
                 let block_align = u16::from_le_bytes([body[12], body[13]]);
+                let bits_per_sample = u16::from_le_bytes([body[14], body[15]]);
                 if n_channels == 0 || usize::from(n_channels) > MAX_CHANNELS {
-                    return Err(
-                        Error::InvalidChannelCount { n_channels: u64::from(n_channels) }.into()
-                    );
+                    return Err(Error::InvalidChannelCount {
+                        n_channels: u64::from(n_channels),
+                    }
+                    .into());
                 }
                 if sample_rate_hz == 0 || sample_rate_hz > MAX_SAMPLE_RATE_HZ {
                     return Err(Error::InvalidSampleRate {
@@ -79,7 +82,12 @@ pub(crate) fn check<R: Read + Seek>(reader: &mut R, file_len: u64) -> Result<(),
                     }
                     .into());
                 }
-                fmt = Some(Fmt { format_tag, n_channels, block_align });
+                fmt = Some(Fmt {
+                    format_tag,
+                    n_channels,
+                    block_align,
+                    bits_per_sample,
+                });
             }
             b"data" => {
                 // Without a preceding fmt chunk symphonia reports the malformed header; a size of
@@ -97,7 +105,12 @@ pub(crate) fn check<R: Read + Seek>(reader: &mut R, file_len: u64) -> Result<(),
                     // ADPCM and friends: frames per block vary; the end-of-stream check applies.
                     return Ok(());
                 }
-                let frame_bytes = u64::from(fmt.block_align.max(fmt.n_channels));
+                // Trust block_align unless it is 0, as symphonia does.
+                let frame_bytes = match fmt.block_align {
+                    0 => u64::from(fmt.n_channels) * u64::from(fmt.bits_per_sample.div_ceil(8)),
+                    n => u64::from(n),
+                }
+                .max(1);
                 let declared_frames = declared_bytes / frame_bytes;
                 if declared_frames == 0 {
                     return Err(Error::NoSamples.into());
@@ -189,7 +202,10 @@ mod tests {
     #[test]
     fn detects_truncation_in_frames() {
         match run(&wav(2, 44_100, 16, 400, 202)) {
-            Err(CheckError::Header(Error::Truncated { declared_frames, found_frames })) => {
+            Err(CheckError::Header(Error::Truncated {
+                declared_frames,
+                found_frames,
+            })) => {
                 assert_eq!((declared_frames, found_frames), (100, 50));
             }
             other => panic!("{other:?}"),
@@ -200,21 +216,32 @@ mod tests {
     fn rejects_absurd_values() {
         assert!(matches!(
             run(&wav(0, 44_100, 16, 4, 4)),
-            Err(CheckError::Header(Error::InvalidChannelCount { n_channels: 0 }))
+            Err(CheckError::Header(Error::InvalidChannelCount {
+                n_channels: 0
+            }))
         ));
         assert!(matches!(
             run(&wav(65, 44_100, 8, 65, 65)),
-            Err(CheckError::Header(Error::InvalidChannelCount { n_channels: 65 }))
+            Err(CheckError::Header(Error::InvalidChannelCount {
+                n_channels: 65
+            }))
         ));
         assert!(matches!(
             run(&wav(1, 0, 16, 4, 4)),
-            Err(CheckError::Header(Error::InvalidSampleRate { sample_rate_hz: 0 }))
+            Err(CheckError::Header(Error::InvalidSampleRate {
+                sample_rate_hz: 0
+            }))
         ));
         assert!(matches!(
             run(&wav(1, 1_000_001, 16, 4, 4)),
-            Err(CheckError::Header(Error::InvalidSampleRate { sample_rate_hz: 1_000_001 }))
+            Err(CheckError::Header(Error::InvalidSampleRate {
+                sample_rate_hz: 1_000_001
+            }))
         ));
-        assert!(matches!(run(&wav(1, 8_000, 16, 0, 0)), Err(CheckError::Header(Error::NoSamples))));
+        assert!(matches!(
+            run(&wav(1, 8_000, 16, 0, 0)),
+            Err(CheckError::Header(Error::NoSamples))
+        ));
     }
 
     #[test]

@@ -66,9 +66,14 @@ impl WavWriter {
     /// [`Error::Write`] if the file cannot be created or written.
     pub fn create(path: &Path, sample_rate_hz: u32, format: WavSampleFormat) -> Result<Self> {
         if sample_rate_hz == 0 || sample_rate_hz > MAX_SAMPLE_RATE_HZ {
-            return Err(Error::InvalidSampleRate { sample_rate_hz: u64::from(sample_rate_hz) });
+            return Err(Error::InvalidSampleRate {
+                sample_rate_hz: u64::from(sample_rate_hz),
+            });
         }
-        let write_err = |error| Error::Write { path: path.to_path_buf(), error };
+        let write_err = |error| Error::Write {
+            path: path.to_path_buf(),
+            error,
+        };
         let file = File::create(path).map_err(write_err)?;
         let header = header(sample_rate_hz, format, 0);
         let mut file = BufWriter::with_capacity(1 << 16, file);
@@ -148,7 +153,10 @@ impl WavWriter {
     }
 
     fn err(&self, error: io::Error) -> Error {
-        Error::Write { path: self.path.clone(), error }
+        Error::Write {
+            path: self.path.clone(),
+            error,
+        }
     }
 }
 
@@ -239,8 +247,10 @@ mod tests {
         assert_eq!(bytes.len(), 44 + 8);
         assert_eq!(&bytes[4..8], &(36u32 + 8).to_le_bytes());
         assert_eq!(&bytes[40..44], &8u32.to_le_bytes());
-        let samples: Vec<i16> =
-            bytes[44..].chunks(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        let samples: Vec<i16> = bytes[44..]
+            .chunks(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
         assert_eq!(samples, vec![16_384, -32_768, 32_767, 0]);
     }
 

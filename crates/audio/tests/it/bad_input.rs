@@ -46,7 +46,11 @@ fn empty_file() {
 #[test]
 fn text_file_named_wav_is_not_audio() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "notes.wav", "just some text\n".repeat(100).as_bytes());
+    let path = write_file(
+        dir.path(),
+        "notes.wav",
+        "just some text\n".repeat(100).as_bytes(),
+    );
     let e = decode(&path).unwrap_err();
     assert!(matches!(e, Error::NotAudio), "{e:?}");
     assert_eq!(e.to_string(), "not a recognised audio format");
@@ -60,7 +64,10 @@ fn truncated_wav_is_detected_at_open() {
     bytes.truncate(44 + 400 * 4 + 2);
     let path = write_file(dir.path(), "cut.wav", &bytes);
     match ChunkStream::open(&path, StreamOptions::default()) {
-        Err(Error::Truncated { declared_frames, found_frames }) => {
+        Err(Error::Truncated {
+            declared_frames,
+            found_frames,
+        }) => {
             assert_eq!((declared_frames, found_frames), (1000, 400));
         }
         other => panic!("{other:?}"),
@@ -85,13 +92,19 @@ fn truncated_flac_is_detected_at_end_of_stream() {
         }
     };
     match err {
-        Error::Truncated { declared_frames, found_frames } => {
+        Error::Truncated {
+            declared_frames,
+            found_frames,
+        } => {
             assert_eq!(declared_frames, 44_100);
             assert!(found_frames > 0 && found_frames < 44_100, "{found_frames}");
         }
         other => panic!("{other:?}"),
     }
-    assert!(stream.next_chunk().unwrap().is_none(), "finished after the error");
+    assert!(
+        stream.next_chunk().unwrap().is_none(),
+        "finished after the error"
+    );
 }
 
 #[test]
@@ -110,7 +123,11 @@ fn nan_and_infinities_are_rejected_with_their_time() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut samples = sine(440.0, 0.5, 8_000, 20_000);
         samples[12_000] = bad;
-        let path = write_file(dir.path(), "nan.wav", &wav_bytes(1, 8_000, Enc::F32, &samples));
+        let path = write_file(
+            dir.path(),
+            "nan.wav",
+            &wav_bytes(1, 8_000, Enc::F32, &samples),
+        );
         let mut stream = ChunkStream::open(&path, StreamOptions::new(16_000, 1_000)).unwrap();
         let mut n_before = 0u64;
         let err = loop {
@@ -137,7 +154,11 @@ fn non_finite_in_second_channel_names_the_channel() {
     let dir = tempfile::tempdir().unwrap();
     let mut interleaved = vec![0.0f32; 2 * 100];
     interleaved[2 * 40 + 1] = f32::NAN;
-    let path = write_file(dir.path(), "nan2.wav", &wav_bytes(2, 16_000, Enc::F32, &interleaved));
+    let path = write_file(
+        dir.path(),
+        "nan2.wav",
+        &wav_bytes(2, 16_000, Enc::F32, &interleaved),
+    );
     match decode(&path) {
         Err(Error::NonFiniteSample { at_s, channel }) => {
             assert_eq!(channel, 1);
@@ -151,7 +172,11 @@ fn non_finite_in_second_channel_names_the_channel() {
 fn absurd_sample_rates() {
     let dir = tempfile::tempdir().unwrap();
     for rate in [0u32, 1_000_001, u32::MAX] {
-        let path = write_file(dir.path(), "r.wav", &wav_bytes(1, rate, Enc::I16, &[0.0; 10]));
+        let path = write_file(
+            dir.path(),
+            "r.wav",
+            &wav_bytes(1, rate, Enc::I16, &[0.0; 10]),
+        );
         match decode(&path) {
             Err(Error::InvalidSampleRate { sample_rate_hz }) => {
                 assert_eq!(sample_rate_hz, u64::from(rate));
@@ -159,7 +184,11 @@ fn absurd_sample_rates() {
             other => panic!("rate {rate}: {other:?}"),
         }
     }
-    let path = write_file(dir.path(), "ok.wav", &wav_bytes(1, 1_000_000, Enc::I16, &[0.0; 10]));
+    let path = write_file(
+        dir.path(),
+        "ok.wav",
+        &wav_bytes(1, 1_000_000, Enc::I16, &[0.0; 10]),
+    );
     assert_eq!(read_mono(&path, 1_000_000).unwrap().1.len(), 10);
 }
 
@@ -167,7 +196,11 @@ fn absurd_sample_rates() {
 fn absurd_channel_counts() {
     let dir = tempfile::tempdir().unwrap();
     for n in [0u16, 65, 1000, u16::MAX] {
-        let path = write_file(dir.path(), "c.wav", &wav_bytes(n, 16_000, Enc::I16, &[0.0; 64]));
+        let path = write_file(
+            dir.path(),
+            "c.wav",
+            &wav_bytes(n, 16_000, Enc::I16, &[0.0; 64]),
+        );
         match decode(&path) {
             Err(Error::InvalidChannelCount { n_channels }) => assert_eq!(n_channels, u64::from(n)),
             other => panic!("{n} channels: {other:?}"),
@@ -208,10 +241,17 @@ fn container_without_audio_track() {
     // A WebM file whose only track is video.
     let header = ebml(
         &[0x1A, 0x45, 0xDF, 0xA3],
-        &[ebml(&[0x42, 0x82], b"webm"), ebml(&[0x42, 0x87], &[2]), ebml(&[0x42, 0x85], &[2])]
-            .concat(),
+        &[
+            ebml(&[0x42, 0x82], b"webm"),
+            ebml(&[0x42, 0x87], &[2]),
+            ebml(&[0x42, 0x85], &[2]),
+        ]
+        .concat(),
     );
-    let video = ebml(&[0xE0], &[ebml(&[0xB0], &[16]), ebml(&[0xBA], &[16])].concat());
+    let video = ebml(
+        &[0xE0],
+        &[ebml(&[0xB0], &[16]), ebml(&[0xBA], &[16])].concat(),
+    );
     let track = ebml(
         &[0xAE],
         &[
@@ -250,8 +290,16 @@ fn container_without_audio_track() {
 fn bad_options_are_rejected_before_touching_the_file() {
     let missing = std::path::Path::new("/definitely/not/here.wav");
     for (options, want) in [
-        (StreamOptions::new(16_000, 0), OptionsError::ChunkSamples { chunk_samples: 0 }),
-        (StreamOptions::new(0, 512), OptionsError::TargetSampleRate { target_sample_rate_hz: 0 }),
+        (
+            StreamOptions::new(16_000, 0),
+            OptionsError::ChunkSamples { chunk_samples: 0 },
+        ),
+        (
+            StreamOptions::new(0, 512),
+            OptionsError::TargetSampleRate {
+                target_sample_rate_hz: 0,
+            },
+        ),
     ] {
         match ChunkStream::open(missing, options) {
             Err(Error::Options(got)) => assert_eq!(got, want),
@@ -276,7 +324,10 @@ fn every_error_message_is_one_lowercase_line() {
         let path = write_file(dir.path(), "x.wav", &bytes);
         let msg = decode(&path).unwrap_err().to_string();
         assert!(!msg.contains('\n') && !msg.ends_with('.'), "{msg}");
-        assert!(msg.chars().next().is_some_and(|c| !c.is_uppercase()), "{msg}");
+        assert!(
+            msg.chars().next().is_some_and(|c| !c.is_uppercase()),
+            "{msg}"
+        );
         assert!(!msg.contains("x.wav"), "the caller prints the path: {msg}");
     }
 }
@@ -287,7 +338,11 @@ fn seeds() -> Vec<Vec<u8>> {
         wav_bytes(2, 44_100, Enc::I16, &sine(440.0, 0.5, 44_100, 2_000)),
         wav_bytes(1, 16_000, Enc::F32, &sine(440.0, 0.5, 16_000, 2_000)),
     ];
-    for name in ["tone440_16k_mono.flac", "tone440_22k05_mono.mp3", "tone440_48k_stereo.ogg"] {
+    for name in [
+        "tone440_16k_mono.flac",
+        "tone440_22k05_mono.mp3",
+        "tone440_48k_stereo.ogg",
+    ] {
         v.push(std::fs::read(fixture(name)).unwrap());
     }
     v

@@ -63,8 +63,14 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// A committed fixture (see tests/fixtures/make_fixtures.sh).
 pub fn fixture(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    assert!(path.exists(), "missing fixture {}: run tests/fixtures/make_fixtures.sh", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    assert!(
+        path.exists(),
+        "missing fixture {}: run tests/fixtures/make_fixtures.sh",
+        path.display()
+    );
     path
 }
 
@@ -85,7 +91,10 @@ pub fn rms(x: &[f32]) -> f64 {
 
 /// Frequency estimated from sign changes (two per period).
 pub fn zero_crossing_hz(x: &[f32], rate_hz: u32) -> f64 {
-    let n = x.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    let n = x
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count();
     n as f64 / 2.0 / (x.len() as f64 / f64::from(rate_hz))
 }
 

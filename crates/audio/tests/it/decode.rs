@@ -8,7 +8,9 @@ use crate::common::{Enc, fixture, middle, rms, sine, wav_bytes, write_file, zero
 fn i16_wav_at_target_rate_is_bit_exact_passthrough() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.wav");
-    let ints: Vec<i16> = (0..5000).map(|i| ((i * 7919) % 65_536 - 32_768) as i16).collect();
+    let ints: Vec<i16> = (0..5000)
+        .map(|i| ((i * 7919) % 65_536 - 32_768) as i16)
+        .collect();
     let samples: Vec<f32> = ints.iter().map(|&v| f32::from(v) / 32_768.0).collect();
     write_wav_i16(&path, 16_000, &samples).unwrap();
     let (info, got) = read_mono(&path, 16_000).unwrap();
@@ -28,7 +30,11 @@ fn f32_wav_at_target_rate_is_bit_exact_passthrough() {
     assert_eq!(info.codec, "pcm_f32le");
     assert_eq!(info.source_sample_rate_hz, 8_000);
     assert_eq!(got.len(), samples.len());
-    assert!(got.iter().zip(&samples).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(
+        got.iter()
+            .zip(&samples)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
 }
 
 #[test]
@@ -36,7 +42,11 @@ fn stereo_is_averaged_to_mono() {
     let dir = tempfile::tempdir().unwrap();
     let frames = [(0.5f32, 0.25f32), (-1.0, 1.0), (0.75, 0.75), (0.0, -0.5)];
     let interleaved: Vec<f32> = frames.iter().flat_map(|&(l, r)| [l, r]).collect();
-    let path = write_file(dir.path(), "s.wav", &wav_bytes(2, 16_000, Enc::F32, &interleaved));
+    let path = write_file(
+        dir.path(),
+        "s.wav",
+        &wav_bytes(2, 16_000, Enc::F32, &interleaved),
+    );
     let (info, got) = read_mono(&path, 16_000).unwrap();
     assert_eq!(info.n_channels, 2);
     assert_eq!(got, vec![0.375, 0.0, 0.75, -0.25]);
@@ -46,7 +56,11 @@ fn stereo_is_averaged_to_mono() {
 fn six_channels_are_averaged() {
     let dir = tempfile::tempdir().unwrap();
     let interleaved: Vec<f32> = (0..6).map(|c| c as f32 * 0.1).chain([0.6; 6]).collect();
-    let path = write_file(dir.path(), "51.wav", &wav_bytes(6, 16_000, Enc::F32, &interleaved));
+    let path = write_file(
+        dir.path(),
+        "51.wav",
+        &wav_bytes(6, 16_000, Enc::F32, &interleaved),
+    );
     let (info, got) = read_mono(&path, 16_000).unwrap();
     assert_eq!(info.n_channels, 6);
     assert_eq!(got.len(), 2);
@@ -136,7 +150,10 @@ fn chunks_have_exact_size_and_last_is_shorter() {
     let mut sizes = vec![];
     while let Some(chunk) = stream.next_chunk().unwrap() {
         sizes.push(chunk.len());
-        assert_eq!(stream.n_samples_emitted(), sizes.iter().sum::<usize>() as u64);
+        assert_eq!(
+            stream.n_samples_emitted(),
+            sizes.iter().sum::<usize>() as u64
+        );
     }
     assert_eq!(sizes, vec![3_000, 3_000, 3_000, 1_000]);
     assert!(stream.next_chunk().unwrap().is_none(), "stays at the end");
@@ -149,8 +166,10 @@ fn iterator_yields_owned_chunks_matching_next_chunk() {
     let path = dir.path().join("a.wav");
     write_wav_f32(&path, 44_100, &sine(440.0, 0.5, 44_100, 20_000)).unwrap();
     let options = StreamOptions::new(16_000, 1_000);
-    let owned: Vec<f32> =
-        ChunkStream::open(&path, options).unwrap().map(Result::unwrap).flatten().collect();
+    let owned: Vec<f32> = ChunkStream::open(&path, options)
+        .unwrap()
+        .flat_map(Result::unwrap)
+        .collect();
     let (_, whole) = read_mono(&path, 16_000).unwrap();
     assert_eq!(owned, whole);
 }

@@ -7,7 +7,8 @@ use crate::common::{Enc, middle, rms, sine, wav_bytes, write_file, zero_crossing
 
 /// `round(n * target / source)`, the documented output length.
 fn expected_len(n: u64, source: u32, target: u32) -> u64 {
-    ((u128::from(n) * u128::from(target) * 2 + u128::from(source)) / (2 * u128::from(source))) as u64
+    ((u128::from(n) * u128::from(target) * 2 + u128::from(source)) / (2 * u128::from(source)))
+        as u64
 }
 
 #[test]
@@ -29,7 +30,9 @@ fn sine_440_from_44k1_keeps_frequency_and_amplitude() {
 #[test]
 fn sine_through_every_common_rate_keeps_its_rms() {
     let dir = tempfile::tempdir().unwrap();
-    for rate in [8_000u32, 11_025, 22_050, 32_000, 44_100, 48_000, 96_000, 44_101] {
+    for rate in [
+        8_000u32, 11_025, 22_050, 32_000, 44_100, 48_000, 96_000, 44_101,
+    ] {
         let path = dir.path().join(format!("{rate}.wav"));
         write_wav_f32(&path, rate, &sine(1000.0, 0.8, rate, rate as usize)).unwrap();
         let (_, out) = read_mono(&path, 16_000).unwrap();
@@ -62,7 +65,9 @@ fn click_keeps_its_time_after_resampling() {
         let path = dir.path().join(format!("click{rate}.wav"));
         write_wav_f32(&path, rate, &samples).unwrap();
         let (_, out) = read_mono(&path, 16_000).unwrap();
-        let peak = (0..out.len()).max_by(|&a, &b| out[a].abs().total_cmp(&out[b].abs())).unwrap();
+        let peak = (0..out.len())
+            .max_by(|&a, &b| out[a].abs().total_cmp(&out[b].abs()))
+            .unwrap();
         assert!(peak.abs_diff(16_000) <= 1, "{rate}: click at sample {peak}");
     }
 }
@@ -86,7 +91,10 @@ fn stream_all(path: &std::path::Path, options: StreamOptions) -> Vec<f32> {
     while let Some(chunk) = stream.next_chunk().unwrap() {
         assert!(!chunk.is_empty());
         if let Some(prev) = last_len {
-            assert_eq!(prev, options.chunk_samples, "only the last chunk may be short");
+            assert_eq!(
+                prev, options.chunk_samples,
+                "only the last chunk may be short"
+            );
         }
         last_len = Some(chunk.len());
         all.extend_from_slice(chunk);
@@ -127,9 +135,17 @@ fn length_formula_is_exact_for_awkward_lengths() {
     let dir = tempfile::tempdir().unwrap();
     for rate in [8_000u32, 22_050, 44_100, 48_000] {
         for n in [1usize, 2, 3, 441, 442, 2047, 2048, 2049, 100_003] {
-            let path = write_file(dir.path(), "n.wav", &wav_bytes(1, rate, Enc::F32, &vec![0.1; n]));
+            let path = write_file(
+                dir.path(),
+                "n.wav",
+                &wav_bytes(1, rate, Enc::F32, &vec![0.1; n]),
+            );
             let got = read_mono(&path, 16_000).unwrap().1.len() as u64;
-            assert_eq!(got, expected_len(n as u64, rate, 16_000), "rate {rate}, n {n}");
+            assert_eq!(
+                got,
+                expected_len(n as u64, rate, 16_000),
+                "rate {rate}, n {n}"
+            );
         }
     }
 }
