@@ -23,9 +23,10 @@ const EIB: u64 = 1 << 60;
 /// # Text form
 ///
 /// [`Display`](fmt::Display) uses binary (IEC) units: whole multiples print without decimals
-/// (`"2 GiB"`), others with one decimal (`"1.5 GiB"`, or two when one would print as a
-/// misleading `.0` below 10 units, e.g. `"1.04 GiB"`). A precision (`{:.3}`) overrides the
-/// number of decimals and width/alignment flags are honoured, so `Bytes` can be used in tables.
+/// (`"2 GiB"`), others with one decimal (`"1.5 GiB"`, `"6.0 MiB"` for 6.001 MiB, or two when
+/// one would hide a visible difference below 10 units: `"1.04 GiB"`). A precision (`{:.3}`)
+/// overrides the number of decimals and width/alignment flags are honoured, so `Bytes` can be
+/// used in tables.
 ///
 /// [`FromStr`] accepts a number (integer or decimal) followed by an optional unit, with
 /// optional whitespace between them, case-insensitively:
@@ -233,9 +234,14 @@ impl fmt::Display for Bytes {
         let value = n as f64 / factor as f64;
         let decimals = match f.precision() {
             Some(p) => p,
-            // One decimal, unless that would print "1.0" for something that is not exactly 1
-            // (from 10 units on, the error of ".0" is small enough not to matter).
-            None if value < 9.95 && (value * 10.0).round() % 10.0 == 0.0 => 2,
+            // One decimal, unless that prints "1.0" for e.g. 1.04 (a 4% error) and a second
+            // decimal shows the difference; from 10 units on one decimal is close enough.
+            None if value < 9.95
+                && (value * 10.0).round() % 10.0 == 0.0
+                && (value * 100.0).round() % 100.0 != 0.0 =>
+            {
+                2
+            }
             None => 1,
         };
         pad(f, format_args!("{value:.decimals$} {unit}"))
@@ -439,6 +445,7 @@ mod tests {
             (GIB, "1 GiB"),
             (3 * GIB / 2, "1.5 GiB"),
             (GIB + 40 * MIB, "1.04 GiB"),
+            (6 * MIB + 1000, "6.0 MiB"),
             (120 * MIB, "120 MiB"),
             (u64::MAX, "16.0 EiB"),
             (1022 * MIB + MIB / 2, "1022.5 MiB"),
