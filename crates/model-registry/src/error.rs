@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use masp_budget::Bytes;
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -43,4 +45,86 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file is not an ONNX model: not protobuf at all, or protobuf without an ONNX graph.
+    #[error("{path} is not an ONNX model: {reason}")]
+    NotOnnx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, e.g. the protobuf decoder's message or "no graph".
+        reason: String,
+    },
+    /// A model file ends before the data it declares: a partial download or copy.
+    #[error(
+        "{path} is truncated: its content runs to at least {needed_bytes} but the file has {file_bytes}"
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Size of the file.
+        file_bytes: Bytes,
+        /// How long the file must be for the field that was cut to be complete.
+        needed_bytes: Bytes,
+    },
+    /// A tensor's external data file is missing or shorter than the tensor declares.
+    #[error(
+        "external data {location:?} of model {model} is incomplete: {path} must hold {needed_bytes} \
+         but {}",
+        describe_found(*.found_bytes)
+    )]
+    ExternalDataMissing {
+        /// The model file that refers to the data.
+        model: PathBuf,
+        /// The `location` entry as written in the model.
+        location: String,
+        /// Where the data file was looked for (`location` relative to the model's directory).
+        path: PathBuf,
+        /// `offset + length` of the tensor that does not fit.
+        needed_bytes: Bytes,
+        /// Size of the data file, `None` when it does not exist.
+        found_bytes: Option<Bytes>,
+    },
+    /// A tensor's external data location leaves the model's directory (absolute, or with `..`).
+    /// Refused: a model file must not make masp read arbitrary files.
+    #[error(
+        "model {model} refers to external data at {location:?}, outside its directory: refused \
+         (external data must be a relative path below the model's directory)"
+    )]
+    ExternalDataOutsideModelDir {
+        /// The model file.
+        model: PathBuf,
+        /// The offending `location` entry.
+        location: String,
+    },
+    /// A tensor's external data descriptor cannot be interpreted (bad number, no location).
+    #[error("model {model}: tensor {tensor:?} has an invalid external data entry: {reason}")]
+    InvalidExternalData {
+        /// The model file.
+        model: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// [`crate::onnx::ExternalizeOptions::alignment`] is not a power of two.
+    #[error("external data alignment must be a power of two, got {alignment}")]
+    InvalidAlignment {
+        /// The rejected alignment in bytes.
+        alignment: u64,
+    },
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The end of an [`Error::ExternalDataMissing`] message.
+fn describe_found(found: Option<Bytes>) -> String {
+    match found {
+        None => "the file does not exist".to_string(),
+        Some(bytes) => format!("the file has only {bytes}"),
+    }
 }

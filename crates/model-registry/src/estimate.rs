@@ -1,0 +1,355 @@
+//! Memory estimates for models, and the calibration store that makes them accurate.
+//!
+//! Before a model's first load masp estimates its memory from the file's metadata alone
+//! ([`from_metadata`]). Measured here with ONNX Runtime 1.31 on CPU: weights embedded in the
+//! `.onnx` peak at about twice their size while the session is created (the protobuf is parsed,
+//! then the tensors are copied out of it) and settle at about once; weights in an external-data
+//! file are mapped, so the peak is about once their size. After every load and task the
+//! orchestrator records what it measured ([`CalibrationStore::record_load`],
+//! [`CalibrationStore::record_task`]); from then on the calibrated figures are used. Every
+//! estimate says where it came from ([`EstimateSource`]), and [`CalibrationStore::error_table`]
+//! reports how far the metadata estimates were from what was measured.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use masp_budget::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::onnx::OnnxMetadata;
+use crate::{Error, Result};
+
+/// Fixed overhead of a session beyond its weights (graph, kernels, arenas), by metadata only.
+pub const SESSION_OVERHEAD: Bytes = Bytes::from_mib(12);
+/// Working memory assumed for a task before any measurement.
+pub const DEFAULT_WORKING: Bytes = Bytes::from_mib(16);
+/// Observations kept per model; the estimate is the largest of them (a safe upper bound that
+/// still follows the model when it changes).
+const KEEP: usize = 8;
+
+/// Where an estimate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateSource {
+    /// The user's `memory` override in the manifest.
+    Override,
+    /// Measured in earlier runs (the calibration store).
+    Calibrated,
+    /// Computed from the file's metadata, never measured.
+    Metadata,
+}
+
+impl std::fmt::Display for EstimateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EstimateSource::Override => "override",
+            EstimateSource::Calibrated => "calibrated",
+            EstimateSource::Metadata => "metadata",
+        })
+    }
+}
+
+/// What a model is expected to cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEstimate {
+    /// RSS growth at the peak of session creation.
+    pub load_peak: Bytes,
+    /// RSS growth once loaded (held while the model stays resident).
+    pub resident: Bytes,
+    /// Extra RSS while a task runs, independent of chunk size.
+    pub working_fixed: Bytes,
+    /// Extra RSS per input sample of a chunk (models whose activations scale with input).
+    pub working_per_sample: f64,
+    /// Where the figures came from.
+    pub source: EstimateSource,
+}
+
+impl MemoryEstimate {
+    /// Working memory of a task fed chunks of `chunk_samples` samples.
+    pub fn working_for(&self, chunk_samples: u64) -> Bytes {
+        let scaled = (self.working_per_sample * chunk_samples as f64).ceil();
+        self.working_fixed
+            .saturating_add(Bytes::new(scaled.max(0.0) as u64))
+    }
+}
+
+/// Estimate from metadata. `prepacking`: whether ONNX Runtime may pre-pack weights (it then
+/// keeps a second, re-laid-out copy of the weights of some operators).
+pub fn from_metadata(meta: &OnnxMetadata, prepacking: bool) -> MemoryEstimate {
+    let embedded = meta.embedded_weight_bytes.get();
+    let external = meta.external_weight_bytes.get();
+    let weights = embedded + external;
+    // Embedded weights exist twice at the peak: in the parsed protobuf and in the tensors.
+    let mut load_peak = SESSION_OVERHEAD.get() + 2 * embedded + external;
+    let mut resident = SESSION_OVERHEAD.get() + weights;
+    if prepacking {
+        load_peak += weights / 2;
+        resident += weights / 2;
+    }
+    MemoryEstimate {
+        load_peak: Bytes::new(load_peak),
+        resident: Bytes::new(resident),
+        working_fixed: DEFAULT_WORKING,
+        working_per_sample: 0.0,
+        source: EstimateSource::Metadata,
+    }
+}
+
+/// One model's measurements.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    /// Measured load peaks (RSS growth), newest last.
+    pub load_peaks: Vec<Bytes>,
+    /// Measured resident sizes after load, newest last.
+    pub residents: Vec<Bytes>,
+    /// Measured task working peaks with the chunk size used: (chunk_samples, bytes).
+    pub tasks: Vec<(u64, Bytes)>,
+    /// The metadata estimate of the load peak at the time of the first measurement.
+    pub predicted_load_peak: Option<Bytes>,
+    /// Loads measured in total.
+    pub n_loads: u64,
+}
+
+fn push_capped<T>(list: &mut Vec<T>, value: T) {
+    list.push(value);
+    if list.len() > KEEP {
+        list.remove(0);
+    }
+}
+
+impl CalibrationRecord {
+    /// The calibrated estimate, if a load was ever measured.
+    pub fn estimate(&self) -> Option<MemoryEstimate> {
+        let load_peak = self.load_peaks.iter().copied().max()?;
+        let resident = self.residents.iter().copied().max().unwrap_or(load_peak);
+        // Per-sample working memory: the largest bytes-per-sample seen (an upper bound that
+        // attributes the fixed part to the samples too — conservative for smaller chunks).
+        let per_sample = self
+            .tasks
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, b)| b.get() as f64 / *n as f64)
+            .fold(0.0, f64::max);
+        let (working_fixed, working_per_sample) = if per_sample * 16_000.0 > 8.0 * 1024.0 * 1024.0 {
+            // Scales with input (more than 8 MiB per second of audio): model it per sample.
+            (Bytes::new(0), per_sample)
+        } else {
+            let fixed = self
+                .tasks
+                .iter()
+                .map(|(_, b)| *b)
+                .max()
+                .unwrap_or(DEFAULT_WORKING);
+            (fixed, 0.0)
+        };
+        Some(MemoryEstimate {
+            load_peak,
+            resident,
+            working_fixed,
+            working_per_sample,
+            source: EstimateSource::Calibrated,
+        })
+    }
+}
+
+/// A row of the estimate-error table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EstimateError {
+    /// Model key.
+    pub model: String,
+    /// The metadata estimate of the load peak.
+    pub predicted: Option<Bytes>,
+    /// The current calibrated estimate (largest recent measurement).
+    pub calibrated: Bytes,
+    /// The latest measurement.
+    pub latest: Bytes,
+    /// (predicted − latest) / latest, in percent.
+    pub metadata_error_pct: Option<f64>,
+    /// (calibrated − latest) / latest, in percent.
+    pub calibrated_error_pct: f64,
+    /// Loads measured.
+    pub n_loads: u64,
+}
+
+/// Measured footprints per model, persisted as JSON (`calibration.json` in the asset cache).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CalibrationStore {
+    #[serde(skip)]
+    path: Option<PathBuf>,
+    /// Records by model key ([`CalibrationStore::key`]).
+    pub models: BTreeMap<String, CalibrationRecord>,
+}
+
+impl CalibrationStore {
+    /// The store's default location in the asset cache.
+    ///
+    /// # Errors
+    /// [`Error::NoHome`].
+    pub fn default_path() -> Result<PathBuf> {
+        Ok(crate::assets::masp_home()?.join("calibration.json"))
+    }
+
+    /// An empty store that is never saved (tests, `--no-calibration`).
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// Open the store at `path`; a missing file is an empty store. A corrupt file is set aside
+    /// (renamed `.corrupt`) rather than trusted or fatal: calibration is an optimisation.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file exists but cannot be read.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut store = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<CalibrationStore>(&bytes) {
+                Ok(store) => store,
+                Err(_) => {
+                    let _ = std::fs::rename(path, path.with_extension("json.corrupt"));
+                    Self::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        store.path = Some(path.to_path_buf());
+        Ok(store)
+    }
+
+    /// Key of a model: its name and a content identity (sha256 prefix when known, else size), so
+    /// a changed file is calibrated afresh.
+    pub fn key(name: &str, sha256: Option<&str>, file_bytes: Bytes) -> String {
+        match sha256 {
+            Some(h) => format!("{name}@{}", &h[..h.len().min(16)]),
+            None => format!("{name}@{}b", file_bytes.get()),
+        }
+    }
+
+    /// The calibrated estimate for `key`, if any.
+    pub fn estimate(&self, key: &str) -> Option<MemoryEstimate> {
+        self.models.get(key).and_then(CalibrationRecord::estimate)
+    }
+
+    /// Record a measured load.
+    pub fn record_load(&mut self, key: &str, predicted: Bytes, load_peak: Bytes, resident: Bytes) {
+        let record = self.models.entry(key.to_string()).or_default();
+        record.predicted_load_peak.get_or_insert(predicted);
+        push_capped(&mut record.load_peaks, load_peak);
+        push_capped(&mut record.residents, resident);
+        record.n_loads += 1;
+    }
+
+    /// Record a measured task: its working peak above the resident model, and the chunk size.
+    pub fn record_task(&mut self, key: &str, chunk_samples: u64, working_peak: Bytes) {
+        let record = self.models.entry(key.to_string()).or_default();
+        push_capped(&mut record.tasks, (chunk_samples, working_peak));
+    }
+
+    /// Save atomically (temporary file, then rename). A store opened with
+    /// [`CalibrationStore::in_memory`] is not saved.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file.
+    pub fn save(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// How far estimates were from measurements, per model.
+    pub fn error_table(&self) -> Vec<EstimateError> {
+        let pct = |estimate: Bytes, actual: Bytes| {
+            (estimate.get() as f64 - actual.get() as f64) / (actual.get().max(1) as f64) * 100.0
+        };
+        self.models
+            .iter()
+            .filter_map(|(model, record)| {
+                let latest = *record.load_peaks.last()?;
+                let calibrated = record.estimate()?.load_peak;
+                Some(EstimateError {
+                    model: model.clone(),
+                    predicted: record.predicted_load_peak,
+                    calibrated,
+                    latest,
+                    metadata_error_pct: record.predicted_load_peak.map(|p| pct(p, latest)),
+                    calibrated_error_pct: pct(calibrated, latest),
+                    n_loads: record.n_loads,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_takes_over_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calibration.json");
+        let mut store = CalibrationStore::open(&path).unwrap();
+        let key = CalibrationStore::key("m", Some(&"ab".repeat(32)), Bytes::new(10));
+        assert!(store.estimate(&key).is_none());
+        store.record_load(
+            &key,
+            Bytes::from_mib(100),
+            Bytes::from_mib(80),
+            Bytes::from_mib(40),
+        );
+        store.record_load(
+            &key,
+            Bytes::from_mib(100),
+            Bytes::from_mib(82),
+            Bytes::from_mib(41),
+        );
+        store.record_task(&key, 32_000, Bytes::from_mib(2));
+        store.save().unwrap();
+        let again = CalibrationStore::open(&path).unwrap();
+        let est = again.estimate(&key).unwrap();
+        assert_eq!(est.source, EstimateSource::Calibrated);
+        assert_eq!(est.load_peak, Bytes::from_mib(82));
+        assert_eq!(est.resident, Bytes::from_mib(41));
+        assert_eq!(est.working_for(16_000), Bytes::from_mib(2));
+        let table = again.error_table();
+        assert_eq!(table.len(), 1);
+        assert!(
+            (table[0].metadata_error_pct.unwrap() - (100.0 - 82.0) / 82.0 * 100.0).abs() < 1e-9
+        );
+    }
+
+    #[test]
+    fn activation_heavy_tasks_scale_with_chunk_size() {
+        let mut store = CalibrationStore::in_memory();
+        store.record_load("m", Bytes::new(1), Bytes::new(1), Bytes::new(1));
+        // 4 KiB per sample: 64 MiB per second of audio at 16 kHz.
+        store.record_task("m", 16_000, Bytes::new(16_000 * 4096));
+        let est = store.estimate("m").unwrap();
+        assert_eq!(est.working_for(8_000), Bytes::new(8_000 * 4096));
+    }
+
+    #[test]
+    fn a_corrupt_store_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calibration.json");
+        std::fs::write(&path, b"{ not json").unwrap();
+        let store = CalibrationStore::open(&path).unwrap();
+        assert!(store.models.is_empty());
+        assert!(path.with_extension("json.corrupt").exists());
+    }
+}

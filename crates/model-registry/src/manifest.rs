@@ -1,0 +1,509 @@
+//! Model manifests: which models exist, where their files are, and how masp should run them.
+//!
+//! The built-in models come from the pinned assets ([`crate::assets`]). Users add their own in a
+//! TOML manifest (`masp.toml` or `--manifest FILE`):
+//!
+//! ```toml
+//! [[model]]
+//! name = "my-denoiser"
+//! kind = "generic"              # vad | speaker-embedding | generic
+//! path = "models/denoiser.onnx" # relative to this file's directory, and must stay inside it
+//! sha256 = "…"                  # optional; verified before every load
+//! sample_rate_hz = 16000
+//! memory = "1.5GiB"             # optional: overrides the estimated load peak
+//!
+//! [model.generic]               # how the generic adapter feeds the model
+//! input = "audio"               # name of the waveform input, shaped [1, samples]
+//! window_ms = 1000              # optional; absent = whole chunks of dynamic length
+//! hop_ms = 1000                 # optional; default = window_ms
+//! outputs = ["mask"]            # outputs written as .npy; default: all
+//! ```
+//!
+//! A manifest may come from someone else, so its paths are confined: a model path must be
+//! relative and, after resolving `..` and symbolic links, lie inside the manifest's directory.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use masp_budget::Bytes;
+use serde::Deserialize;
+
+use crate::assets::{self, Asset};
+
+/// What a model is for; decides which adapter runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Voice activity detection with silero's interface (`input`, `state`, `sr`).
+    Vad,
+    /// Speaker embeddings from log-mel windows (`mel_window [batch, 80, 40]`).
+    SpeakerEmbedding,
+    /// Any ONNX audio model: waveform windows in, output tensors out (`.npy`).
+    Generic,
+}
+
+impl ModelKind {
+    /// The name used in manifests and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Vad => "vad",
+            ModelKind::SpeakerEmbedding => "speaker-embedding",
+            ModelKind::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a model's file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A pinned asset fetched by `cargo xtask setup`.
+    Asset(&'static Asset),
+    /// A user's file (already resolved and confined to its manifest's directory).
+    File(PathBuf),
+}
+
+/// How the generic adapter feeds a model.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenericSpec {
+    /// Name of the waveform input, shaped `[1, samples]`.
+    pub input: String,
+    /// Window length in ms at the model's rate; `None` = whole chunks of dynamic length.
+    pub window_ms: Option<u32>,
+    /// Hop between windows in ms; default = `window_ms` (no overlap).
+    pub hop_ms: Option<u32>,
+    /// Outputs to keep; empty = all.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+}
+
+/// Everything masp knows about one model before loading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Unique name (`silero-vad`, or the manifest's `name`).
+    pub name: String,
+    /// Which adapter runs it.
+    pub kind: ModelKind,
+    /// Where its file is.
+    pub source: ModelSource,
+    /// Expected sha256 of the file, lowercase hex; verified before every load when present.
+    pub sha256: Option<String>,
+    /// Sample rate the model expects, in Hz.
+    pub sample_rate_hz: u32,
+    /// A user's override of the estimated load peak.
+    pub memory_override: Option<Bytes>,
+    /// Generic-adapter settings (required for `kind = "generic"`).
+    pub generic: Option<GenericSpec>,
+}
+
+impl ModelSpec {
+    /// The model file's path (for an asset: where the cache keeps it).
+    ///
+    /// # Errors
+    /// [`crate::Error::NoHome`] when the asset cache cannot be located.
+    pub fn path(&self) -> crate::Result<PathBuf> {
+        match &self.source {
+            ModelSource::Asset(asset) => asset.path(),
+            ModelSource::File(path) => Ok(path.clone()),
+        }
+    }
+
+    /// The file, checked present and (when a hash is known) verified.
+    ///
+    /// # Errors
+    /// [`crate::Error::AssetMissing`], [`crate::Error::ChecksumMismatch`], [`crate::Error::Io`].
+    pub fn verified_path(&self) -> crate::Result<PathBuf> {
+        let path = match &self.source {
+            ModelSource::Asset(asset) => asset.locate()?,
+            ModelSource::File(path) => {
+                if !path.is_file() {
+                    return Err(crate::Error::AssetMissing {
+                        what: format!("model {}", self.name),
+                        path: path.clone(),
+                        hint: "the manifest's `path`",
+                    });
+                }
+                path.clone()
+            }
+        };
+        if let Some(expected) = &self.sha256 {
+            assets::verify_sha256(&path, expected)?;
+        }
+        Ok(path)
+    }
+}
+
+/// A manifest that cannot be used; names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file cannot be read.
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        /// The manifest.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, a missing field, an unknown kind…
+    #[error("invalid manifest {path}: {reason}")]
+    Invalid {
+        /// The manifest.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A model entry is inconsistent.
+    #[error("manifest {path}: model {model}: {reason}")]
+    Model {
+        /// The manifest.
+        path: PathBuf,
+        /// The model's name.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A path points outside the manifest's directory.
+    #[error(
+        "manifest {path}: model {model}: path {target} leaves the manifest's directory \
+         (paths must be relative and stay inside it)"
+    )]
+    PathEscape {
+        /// The manifest.
+        path: PathBuf,
+        /// The model's name.
+        model: String,
+        /// The offending path as written.
+        target: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default, rename = "model")]
+    models: Vec<RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    kind: ModelKind,
+    path: Option<String>,
+    asset: Option<String>,
+    sha256: Option<String>,
+    sample_rate_hz: Option<u32>,
+    memory: Option<String>,
+    generic: Option<GenericSpec>,
+}
+
+/// The models masp can run: the built-ins plus those of any manifests added.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    models: BTreeMap<String, ModelSpec>,
+}
+
+impl Registry {
+    /// The built-in models (from pinned assets).
+    pub fn builtin() -> Self {
+        let mut models = BTreeMap::new();
+        for (asset, kind) in [
+            (&assets::SILERO_VAD, ModelKind::Vad),
+            (&assets::SPEAKER_EMBEDDER, ModelKind::SpeakerEmbedding),
+        ] {
+            models.insert(
+                asset.id.to_string(),
+                ModelSpec {
+                    name: asset.id.to_string(),
+                    kind,
+                    source: ModelSource::Asset(asset),
+                    sha256: Some(asset.sha256.to_string()),
+                    sample_rate_hz: 16_000,
+                    memory_override: None,
+                    generic: None,
+                },
+            );
+        }
+        Self { models }
+    }
+
+    /// Add the models of the manifest file at `path`.
+    ///
+    /// # Errors
+    /// [`ManifestError`] naming the file and the problem; the registry is unchanged then.
+    pub fn add_manifest(&mut self, path: &Path) -> Result<(), ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let specs = parse_manifest(&text, path, base)?;
+        for spec in &specs {
+            if self.models.contains_key(&spec.name) {
+                return Err(ManifestError::Model {
+                    path: path.to_path_buf(),
+                    model: spec.name.clone(),
+                    reason: "a model with this name already exists".into(),
+                });
+            }
+        }
+        for spec in specs {
+            self.models.insert(spec.name.clone(), spec);
+        }
+        Ok(())
+    }
+
+    /// The model called `name`.
+    pub fn get(&self, name: &str) -> Option<&ModelSpec> {
+        self.models.get(name)
+    }
+
+    /// Every model, by name.
+    pub fn models(&self) -> impl Iterator<Item = &ModelSpec> {
+        self.models.values()
+    }
+
+    /// The names of every model, sorted (for "unknown model; known: …" messages).
+    pub fn names(&self) -> Vec<&str> {
+        self.models.keys().map(String::as_str).collect()
+    }
+}
+
+/// Parse a manifest's text; `base` is the directory relative paths are resolved against.
+fn parse_manifest(text: &str, path: &Path, base: &Path) -> Result<Vec<ModelSpec>, ManifestError> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Invalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut specs = Vec::new();
+    for model in raw.models {
+        let bad = |reason: &str| ManifestError::Model {
+            path: path.to_path_buf(),
+            model: model.name.clone(),
+            reason: reason.to_string(),
+        };
+        if model.name.is_empty() || model.name.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(bad("name must be non-empty, without spaces or '/'"));
+        }
+        if !seen.insert(model.name.clone()) {
+            return Err(bad("defined twice"));
+        }
+        let source = match (&model.path, &model.asset) {
+            (Some(p), None) => {
+                ModelSource::File(confine(base, p).ok_or_else(|| ManifestError::PathEscape {
+                    path: path.to_path_buf(),
+                    model: model.name.clone(),
+                    target: p.clone(),
+                })?)
+            }
+            (None, Some(id)) => ModelSource::Asset(
+                assets::by_id(id).ok_or_else(|| bad(&format!("unknown asset {id:?}")))?,
+            ),
+            _ => return Err(bad("exactly one of `path` or `asset` is required")),
+        };
+        let sha256 = match model.sha256 {
+            Some(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(_) => return Err(bad("sha256 must be 64 hex digits")),
+            None => None,
+        };
+        let memory_override = match model.memory {
+            Some(text) => Some(
+                text.parse::<Bytes>()
+                    .map_err(|e| bad(&format!("memory {text:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let sample_rate_hz = model.sample_rate_hz.unwrap_or(16_000);
+        if !(1_000..=384_000).contains(&sample_rate_hz) {
+            return Err(bad("sample_rate_hz must be between 1000 and 384000"));
+        }
+        if model.kind == ModelKind::Generic && model.generic.is_none() {
+            return Err(bad("kind \"generic\" needs a [model.generic] table"));
+        }
+        if let Some(g) = &model.generic {
+            if g.input.is_empty() {
+                return Err(bad("generic.input must name the waveform input"));
+            }
+            if g.window_ms == Some(0) || g.hop_ms == Some(0) {
+                return Err(bad("window_ms and hop_ms must be positive"));
+            }
+            match (g.window_ms, g.hop_ms) {
+                (None, Some(_)) => return Err(bad("hop_ms needs window_ms")),
+                (Some(w), Some(h)) if h > w => {
+                    return Err(bad(
+                        "hop_ms must not exceed window_ms (no gaps between windows)",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        specs.push(ModelSpec {
+            name: model.name,
+            kind: model.kind,
+            source,
+            sha256,
+            sample_rate_hz,
+            memory_override,
+            generic: model.generic,
+        });
+    }
+    Ok(specs)
+}
+
+/// `relative` resolved inside `base`, or None when it would leave it (absolute paths, `..`
+/// past the top, or a symbolic link pointing out).
+fn confine(base: &Path, relative: &str) -> Option<PathBuf> {
+    let rel = Path::new(relative);
+    let mut depth = 0usize;
+    for component in rel.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => depth = depth.checked_sub(1)?,
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    let joined = base.join(rel);
+    // Symbolic links: compare real paths when the file exists (a missing file is reported
+    // later, at load, naming the path).
+    if let (Ok(real_base), Ok(real)) = (base.canonicalize(), joined.canonicalize())
+        && !real.starts_with(&real_base)
+    {
+        return None;
+    }
+    Some(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<ModelSpec>, ManifestError> {
+        let dir = std::env::temp_dir();
+        parse_manifest(text, &dir.join("masp.toml"), &dir)
+    }
+
+    #[test]
+    fn a_generic_model_parses() {
+        let specs = parse(
+            r#"
+            [[model]]
+            name = "den"
+            kind = "generic"
+            path = "models/den.onnx"
+            memory = "1.5GiB"
+            [model.generic]
+            input = "audio"
+            window_ms = 1000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(specs[0].kind, ModelKind::Generic);
+        assert_eq!(specs[0].memory_override, Some("1.5GiB".parse().unwrap()));
+        assert_eq!(specs[0].generic.as_ref().unwrap().window_ms, Some(1000));
+    }
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        for p in ["../x.onnx", "/etc/passwd", "a/../../x.onnx"] {
+            let text = format!("[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"{p}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert!(
+                matches!(err, ManifestError::PathEscape { .. }),
+                "{p}: {err}"
+            );
+        }
+        assert!(parse("[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"a/../x.onnx\"\n").is_ok());
+    }
+
+    #[test]
+    fn symlinks_out_of_the_directory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.onnx"), b"x").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.onnx"),
+            dir.path().join("m.onnx"),
+        )
+        .unwrap();
+        let manifest = dir.path().join("masp.toml");
+        std::fs::write(
+            &manifest,
+            "[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"m.onnx\"\n",
+        )
+        .unwrap();
+        let err = Registry::builtin().add_manifest(&manifest).unwrap_err();
+        assert!(matches!(err, ManifestError::PathEscape { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_entries_name_the_problem() {
+        let cases = [
+            (
+                "[[model]]\nname = \"m\"\nkind = \"vad\"\n",
+                "exactly one of",
+            ),
+            (
+                "[[model]]\nname = \"m\"\nkind = \"telepathy\"\npath = \"m.onnx\"\n",
+                "unknown variant",
+            ),
+            (
+                "[[model]]\nkind = \"vad\"\npath = \"m.onnx\"\n",
+                "missing field `name`",
+            ),
+            (
+                "[[model]]\nname = \"m\"\nkind = \"generic\"\npath = \"m.onnx\"\n",
+                "[model.generic]",
+            ),
+            (
+                "[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"m.onnx\"\nsha256 = \"xyz\"\n",
+                "64 hex",
+            ),
+            (
+                "[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"m.onnx\"\nmemory = \"lots\"\n",
+                "memory",
+            ),
+            (
+                "[[model]]\nname = \"m\"\nkind = \"vad\"\nasset = \"nope\"\n",
+                "unknown asset",
+            ),
+            (
+                "[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"m.onnx\"\nextra = 1\n",
+                "unknown field",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn builtins_exist_and_names_cannot_be_reused() {
+        let mut reg = Registry::builtin();
+        assert_eq!(reg.get("silero-vad").unwrap().kind, ModelKind::Vad);
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("masp.toml");
+        std::fs::write(
+            &manifest,
+            "[[model]]\nname = \"silero-vad\"\nkind = \"vad\"\npath = \"x.onnx\"\n",
+        )
+        .unwrap();
+        assert!(
+            reg.add_manifest(&manifest)
+                .unwrap_err()
+                .to_string()
+                .contains("already exists")
+        );
+    }
+}
