@@ -9,12 +9,15 @@
 //! [`read_mono`] decodes a whole short file; [`write_wav_f32`], [`write_wav_i16`] and
 //! [`WavWriter`] write mono WAV files.
 //!
+//! [`features`] computes log-mel frames in bounded memory and cuts them into model windows.
+//!
 //! Architecture invariant: this crate depends on no other masp crate and does no I/O besides
 //! reading the file it is given and writing the WAV files it is asked to write.
 #![warn(missing_docs)]
 
 mod decode;
 mod error;
+pub mod features;
 mod info;
 mod options;
 mod resample;

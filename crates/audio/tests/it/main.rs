@@ -7,5 +7,6 @@
 mod bad_input;
 mod common;
 mod decode;
+mod features;
 mod memory;
 mod resample;
