@@ -95,74 +95,103 @@ pub fn test_all() -> Result<()> {
     check_layers
         .arg("check-layers")
         .current_dir(workspace_root());
-    run_steps(
-        "test",
-        vec![
-            step("format", &["fmt", "--all", "--check"]),
-            Step {
-                name: "layers",
-                command: check_layers,
-            },
-            step(
+    let mut steps = vec![
+        step("format", &["fmt", "--all", "--check"]),
+        Step {
+            name: "layers",
+            command: check_layers,
+        },
+        step(
+            "clippy",
+            &[
                 "clippy",
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--quiet",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            ),
-            step(
-                "unit and integration tests",
-                &["test", "--workspace", "--quiet"],
-            ),
+                "--workspace",
+                "--all-targets",
+                "--quiet",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        step(
+            "unit, integration and doc tests",
+            &["test", "--workspace", "--quiet"],
+        ),
+    ];
+    steps.extend(sequential_steps());
+    steps.extend(memory_steps());
+    run_steps("test", steps)
+}
+
+/// The model and orchestration suites, one test at a time: memory figures must not mix.
+fn sequential_steps() -> Vec<Step> {
+    vec![
+        step(
+            "orchestration suite (sequential)",
+            &[
+                "test",
+                "--quiet",
+                "-p",
+                "masp-orchestrator",
+                "--test",
+                "it",
+                "--",
+                "--test-threads=1",
+            ],
+        ),
+        step(
+            "model scenarios (sequential)",
+            &[
+                "test",
+                "--quiet",
+                "-p",
+                "masp-tests",
+                "--test",
+                "scenarios",
+                "--",
+                "--test-threads=1",
+            ],
+        ),
+    ]
+}
+
+/// GiB-sized models under tight budgets, optimised build, one test at a time.
+fn memory_steps() -> Vec<Step> {
+    vec![step(
+        "memory suite (release, one at a time)",
+        &[
+            "test",
+            "--release",
+            "--quiet",
+            "-p",
+            "masp-tests",
+            "--test",
+            "memory",
+            "--",
+            "--test-threads=1",
         ],
-    )
+    )]
 }
 
 pub fn test_sequential() -> Result<()> {
     ensure_setup()?;
-    run_steps(
-        "test-sequential",
-        vec![step(
-            "workspace tests, one at a time",
-            &["test", "--workspace", "--quiet", "--", "--test-threads=1"],
-        )],
-    )
+    run_steps("test-sequential", sequential_steps())
 }
 
 pub fn test_profile() -> Result<()> {
     ensure_setup()?;
     let reports = workspace_root().join("target/masp-reports");
     std::fs::create_dir_all(&reports)?;
-    let mut s = step(
-        "workspace tests with the profiler on",
-        &["test", "--workspace", "--quiet", "--", "--test-threads=1"],
-    );
-    s.command.env("MASP_TEST_REPORTS", &reports);
-    let result = run_steps("test-profile", vec![s]);
+    let mut steps = sequential_steps();
+    for s in &mut steps {
+        s.command.env("MASP_TEST_REPORTS", &reports);
+    }
+    let result = run_steps("test-profile", steps);
     println!("reports: {}", reports.display());
     result
 }
 
 pub fn test_memory() -> Result<()> {
     ensure_setup()?;
-    run_steps(
-        "test-memory",
-        vec![step(
-            "memory tests (release, one at a time)",
-            &[
-                "test",
-                "--release",
-                "--workspace",
-                "--quiet",
-                "--",
-                "--test-threads=1",
-                "memory",
-            ],
-        )],
-    )
+    run_steps("test-memory", memory_steps())
 }

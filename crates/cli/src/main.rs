@@ -1,7 +1,10 @@
 //! The `masp` binary: parse flags, call [`run`], map the outcome to an exit code. Nothing else
 //! decides exit codes.
 
+mod context;
+mod models;
 mod output;
+mod pipeline;
 mod vad;
 
 use std::process::ExitCode;
@@ -27,6 +30,12 @@ struct Cli {
 enum Command {
     /// Detect speech with silero VAD and print the segments.
     Vad(vad::VadArgs),
+    /// Run a pipeline of models over many files, loading each model as few times as possible.
+    Run(pipeline::PipelineArgs),
+    /// Print the plan `masp run` would follow: order, loads, expected peak memory.
+    Plan(pipeline::PipelineArgs),
+    /// List, verify, optimise or calibrate models.
+    Models(models::ModelsArgs),
 }
 
 /// What a command reports back to `main`.
@@ -38,9 +47,27 @@ pub enum Outcome {
     SomeFailed,
 }
 
+/// An error as one line (messages of nested errors joined), for per-file reports.
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text.replace('\n', " ")
+}
+
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Vad(args) => vad::run(&args),
+        Command::Run(args) => pipeline::run(&args),
+        Command::Plan(args) => pipeline::plan(&args),
+        Command::Models(args) => models::run(&args),
     }
 }
 

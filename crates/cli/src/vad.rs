@@ -6,19 +6,19 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use masp_budget::probe;
-use masp_model_registry::assets;
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
-use masp_orchestrator::silero::SileroVad;
-use masp_orchestrator::vad::{VadParams, detect_speech};
+use masp_orchestrator::AudioTask;
+use masp_orchestrator::adapter::{TaskOutput, TaskParams};
+use masp_orchestrator::vad::VadParams;
 
 use crate::Outcome;
+use crate::context::{Common, Session};
 use crate::output::{Format, SegmentWriter};
 
 /// Flags of `masp vad`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  masp vad talk.wav\n  masp vad --format rttm *.flac > speech.rttm\n\n\
+    after_help = "Examples:\n  masp vad talk.wav\n  masp vad --format rttm *.flac > speech.rttm\n  \
+masp vad --budget 512MiB --report report/ long.wav\n\n\
 Exit status: 0 when every file succeeded, 2 when any file failed (each failure is one line on \
 stderr and the other files are still processed), 1 for usage errors."
 )]
@@ -41,9 +41,11 @@ pub struct VadArgs {
     /// Split segments longer than this many seconds (default: never).
     #[arg(long)]
     max_speech_s: Option<f64>,
-    /// Print a summary line (files, audio time, speed, peak memory) on stderr.
-    #[arg(long)]
-    stats: bool,
+    /// The VAD model (a registry name).
+    #[arg(long, default_value = "silero-vad")]
+    model: String,
+    #[command(flatten)]
+    common: Common,
     /// Audio files (wav, flac, mp3, ogg/vorbis).
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -60,47 +62,50 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     };
     params.validate()?;
     let started = Instant::now();
-    let runtime = Runtime::get()?;
-    let model_path = assets::SILERO_VAD.locate()?;
-    let mut vad = SileroVad::load(
-        runtime,
-        "silero-vad",
-        &model_path,
-        SessionOptions::default(),
-    )?;
+    let mut session = Session::start(&args.common)?;
+    // Load before the first file: a missing or refused model is one error, not one per file.
+    session.orchestrator.load_model(&args.model)?;
 
     let stdout = std::io::stdout();
     let mut writer = SegmentWriter::new(stdout.lock(), args.format);
     writer.begin().context("writing to stdout")?;
     let (mut n_ok, mut n_failed, mut audio_s) = (0usize, 0usize, 0.0f64);
     for path in &args.files {
-        match detect_speech(&mut vad, path, &params) {
-            Ok(outcome) => {
+        let task = AudioTask {
+            label: format!("vad {}", path.display()),
+            model: args.model.clone(),
+            input: path.clone(),
+            params: TaskParams::Vad(params.clone()),
+        };
+        match session.orchestrator.process_task(&task) {
+            Ok(TaskOutput::Segments(outcome)) => {
                 n_ok += 1;
                 audio_s += outcome.duration_s();
                 writer.file(path, &outcome).context("writing to stdout")?;
             }
+            Ok(_) => anyhow::bail!("model {} is not a VAD model", args.model),
             Err(err) => {
                 n_failed += 1;
                 // One line, naming the file and the reason; the batch goes on.
-                eprintln!("masp: {}: {err}", path.display());
+                eprintln!("masp: {}: {}", path.display(), crate::one_line(&err));
             }
         }
     }
     writer.end().context("writing to stdout")?;
     drop(writer);
-    if args.stats {
+    let peak = session.orchestrator.peak_rss();
+    let report = session.finish()?;
+    if args.common.stats {
         let wall_s = started.elapsed().as_secs_f64();
-        let peak = probe::process_peak_rss()
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "unknown".into());
         let speed = if wall_s > 0.0 { audio_s / wall_s } else { 0.0 };
-        let mut err = std::io::stderr().lock();
         let _ = writeln!(
-            err,
+            std::io::stderr().lock(),
             "masp vad: {n_ok} file(s) ok, {n_failed} failed; {audio_s:.1} s of audio in {wall_s:.2} s \
              ({speed:.0}× real time); peak RSS {peak}"
         );
+    }
+    if let Some(dir) = report {
+        eprintln!("masp: report in {}", dir.display());
     }
     Ok(if n_failed == 0 {
         Outcome::AllSucceeded

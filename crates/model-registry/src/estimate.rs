@@ -73,22 +73,27 @@ impl MemoryEstimate {
     }
 }
 
-/// Estimate from metadata. `prepacking`: whether ONNX Runtime may pre-pack weights (it then
-/// keeps a second, re-laid-out copy of the weights of some operators).
+/// Estimate from metadata. `prepacking`: whether ONNX Runtime may pre-pack weights.
+///
+/// Measured with ONNX Runtime 1.31.1 on CPU, 500 MiB of float32 MatMul weights (RSS growth):
+///
+/// | layout   | pre-packing | load peak | after load | after first run |
+/// |----------|-------------|-----------|------------|-----------------|
+/// | embedded | on or off   | 2×        | 1×         | 1×              |
+/// | external | on          | 2×        | 1×         | 1×              |
+/// | external | off         | 0         | 0          | 1× (mapped file pages) |
+///
+/// Mapped weights are reserved up front all the same: the first run faults them in.
 pub fn from_metadata(meta: &OnnxMetadata, prepacking: bool) -> MemoryEstimate {
     let embedded = meta.embedded_weight_bytes.get();
     let external = meta.external_weight_bytes.get();
     let weights = embedded + external;
-    // Embedded weights exist twice at the peak: in the parsed protobuf and in the tensors.
-    let mut load_peak = SESSION_OVERHEAD.get() + 2 * embedded + external;
-    let mut resident = SESSION_OVERHEAD.get() + weights;
-    if prepacking {
-        load_peak += weights / 2;
-        resident += weights / 2;
-    }
+    // Embedded weights exist twice at the peak: in the parsed protobuf and in the tensors;
+    // external ones too when pre-packing copies them out of the map.
+    let copied_external = if prepacking { 2 * external } else { external };
     MemoryEstimate {
-        load_peak: Bytes::new(load_peak),
-        resident: Bytes::new(resident),
+        load_peak: Bytes::new(SESSION_OVERHEAD.get() + 2 * embedded + copied_external),
+        resident: Bytes::new(SESSION_OVERHEAD.get() + weights),
         working_fixed: DEFAULT_WORKING,
         working_per_sample: 0.0,
         source: EstimateSource::Metadata,

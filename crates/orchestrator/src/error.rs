@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use masp_budget::Bytes;
+use masp_model_registry::estimate::EstimateSource;
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -60,6 +63,83 @@ pub enum Error {
         /// Parameter name as the user knows it.
         name: &'static str,
         /// Why it is invalid.
+        reason: String,
+    },
+    /// No model of that name in the registry.
+    #[error("unknown model {name:?} (known: {known})")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The names the registry has.
+        known: String,
+    },
+    /// The model's estimated load peak cannot fit the budget even with nothing else loaded; it
+    /// was refused before loading.
+    #[error(
+        "model {model} is too large for the budget: its load peak is estimated at {estimate} \
+         ({estimate_source}), and {baseline} baseline + {estimate} exceeds the {limit} limit"
+    )]
+    ModelTooLarge {
+        /// Model name.
+        model: String,
+        /// Estimated load peak.
+        estimate: Bytes,
+        /// Where the estimate came from.
+        estimate_source: EstimateSource,
+        /// The process's memory outside any reservation.
+        baseline: Bytes,
+        /// The effective budget.
+        limit: Bytes,
+    },
+    /// The budget had room but the machine did not, even after evicting and waiting.
+    #[error(
+        "cannot load {model}: it needs {requested} but the system has {available} available \
+         ({margin} kept free) after evicting resident models and waiting {waited:.1?}"
+    )]
+    SystemMemoryLow {
+        /// Model name.
+        model: String,
+        /// Bytes requested.
+        requested: Bytes,
+        /// System memory available at the last try.
+        available: Bytes,
+        /// Safety margin kept free.
+        margin: Bytes,
+        /// How long masp waited.
+        waited: std::time::Duration,
+    },
+    /// A running task crossed the budget and was stopped between chunks.
+    #[error("task {task} cancelled: RSS {rss} crossed the {limit} budget")]
+    Cancelled {
+        /// Task label.
+        task: String,
+        /// RSS when it was stopped.
+        rss: Bytes,
+        /// The effective budget.
+        limit: Bytes,
+    },
+    /// A task could not be run within the budget even after degrading; it was skipped.
+    #[error("task {task} skipped: {reason}{}", if steps.is_empty() { String::new() } else { format!(" (after: {})", steps.join("; ")) })]
+    TaskSkipped {
+        /// Task label.
+        task: String,
+        /// Why.
+        reason: String,
+        /// The degradation steps tried.
+        steps: Vec<String>,
+    },
+    /// A batch cannot be planned (unknown dependency, cycle).
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// The budget refused a reservation.
+    #[error(transparent)]
+    Budget(#[from] masp_budget::Error),
+    /// Writing a task's output failed.
+    #[error("cannot write output {path}: {reason}")]
+    Output {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
         reason: String,
     },
     /// Reading or decoding audio failed.

@@ -2,13 +2,21 @@
 //! unloads and cleans up between them.
 //!
 //! This is the only crate that talks to ONNX Runtime (through `ort`). [`runtime`] finds and
-//! initialises the runtime library; model adapters such as [`silero`] turn audio into model calls;
+//! initialises the runtime library; model adapters such as [`silero`] and [`embedder`] turn audio
+//! into model calls;
 //! [`vad`] turns speech probabilities into segments.
 #![warn(missing_docs)]
 
+pub mod adapter;
+pub mod batch;
+pub mod embedder;
 mod error;
+mod npy;
+pub mod orchestrator;
+pub mod plan;
 pub mod runtime;
 pub mod silero;
 pub mod vad;
 
 pub use error::{Error, Result};
+pub use orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};

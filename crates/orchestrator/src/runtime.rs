@@ -30,12 +30,18 @@ pub struct SessionOptions {
     /// and sequential, and one thread per model leaves the other core for decoding. Raise it for
     /// large models.
     pub intra_op_threads: usize,
+    /// Whether ONNX Runtime may pre-pack weights into kernel-friendly layouts. Default true
+    /// (faster inference). Pre-packing keeps a second copy of some weights; turn it off for
+    /// large models whose weights live in an external-data file, so they are memory-mapped
+    /// rather than copied.
+    pub prepacking: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             intra_op_threads: 1,
+            prepacking: true,
         }
     }
 }
@@ -99,6 +105,8 @@ impl Runtime {
             .with_intra_threads(options.intra_op_threads.max(1))
             .map_err(|e| load_err(e.to_string()))?
             .with_inter_threads(1)
+            .map_err(|e| load_err(e.to_string()))?
+            .with_prepacking(options.prepacking)
             .map_err(|e| load_err(e.to_string()))?
             .commit_from_file(path)
             .map_err(|e| load_err(e.to_string()))

@@ -327,11 +327,30 @@ const FRAMES_PER_CHUNK: usize = 64;
 /// Any [`Error::Audio`] from decoding (the message names the file and reason),
 /// [`Error::Inference`] from the model, [`Error::InvalidParameter`] for bad `params`.
 pub fn detect_speech(vad: &mut SileroVad, path: &Path, params: &VadParams) -> Result<VadOutcome> {
-    params.validate()?;
-    let mut stream = ChunkStream::open(
+    detect_speech_with(
+        vad,
         path,
-        StreamOptions::new(SAMPLE_RATE_HZ, FRAMES_PER_CHUNK * FRAME_SAMPLES),
-    )?;
+        params,
+        FRAMES_PER_CHUNK * FRAME_SAMPLES,
+        &mut |_| Ok(()),
+    )
+}
+
+/// [`detect_speech`] with a chunk size (samples at 16 kHz) and a hook called between chunks with
+/// the samples done so far: the orchestrator cancels a task by returning an error from it.
+///
+/// # Errors
+/// As [`detect_speech`], plus whatever `between_chunks` returns.
+pub fn detect_speech_with(
+    vad: &mut SileroVad,
+    path: &Path,
+    params: &VadParams,
+    chunk_samples: usize,
+    between_chunks: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<VadOutcome> {
+    params.validate()?;
+    let chunk_samples = chunk_samples.max(FRAME_SAMPLES);
+    let mut stream = ChunkStream::open(path, StreamOptions::new(SAMPLE_RATE_HZ, chunk_samples))?;
     vad.reset();
     let mut segmenter = Segmenter::new(params);
     let mut segments = Vec::new();
@@ -355,6 +374,7 @@ pub fn detect_speech(vad: &mut SileroVad, path: &Path, params: &VadParams) -> Re
         }
         carry.extend_from_slice(frames.remainder());
         segments.append(&mut segmenter.take_completed());
+        between_chunks(stream.n_samples_emitted())?;
     }
     if !carry.is_empty() {
         segmenter.push(vad.process_frame(&carry)?);

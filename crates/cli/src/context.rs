@@ -1,0 +1,137 @@
+//! What every command needs: the registry (built-ins + manifest), the budget, the profiler when
+//! a report is asked for, the calibration store, and an orchestrator over them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use masp_budget::{Budget, BudgetConfig, Bytes};
+use masp_model_registry::estimate::CalibrationStore;
+use masp_model_registry::manifest::Registry;
+use masp_orchestrator::runtime::SessionOptions;
+use masp_orchestrator::{OrchestratorConfig, SequentialOrchestrator};
+use masp_profiler::{MemoryProfiler, ProfilerConfig, ProfilerHandle};
+
+/// Flags shared by every command that runs models.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Hard memory budget, e.g. `4GiB` or `512MiB` (default: MASP_BUDGET, else 16 GiB; never
+    /// more than physical memory or the cgroup limit).
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub budget: Option<Bytes>,
+    /// Model manifest (TOML) adding your own models (default: ./masp.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Write a memory report (report.txt, report.json, timeline.svg, run.json) into DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Intra-op threads per model.
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+    /// Models that may stay resident at once (1 = load one, unload it, load the next).
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    pub max_resident: usize,
+    /// Print a summary line (files, audio time, speed, peak memory) on stderr.
+    #[arg(long, global = true)]
+    pub stats: bool,
+}
+
+/// A running session of masp: orchestrator plus, when asked, the profiler.
+pub struct Session {
+    pub orchestrator: SequentialOrchestrator,
+    profiler: Option<MemoryProfiler>,
+    report_dir: Option<PathBuf>,
+}
+
+pub fn registry(common: &Common) -> anyhow::Result<Registry> {
+    let mut registry = Registry::builtin();
+    let manifest = match &common.manifest {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from("masp.toml")).filter(|p| p.is_file()),
+    };
+    if let Some(path) = manifest {
+        registry.add_manifest(&path)?;
+    }
+    Ok(registry)
+}
+
+pub fn budget(common: &Common) -> anyhow::Result<Budget> {
+    let mut config = BudgetConfig::from_env()?;
+    if let Some(limit) = common.budget {
+        config = config.with_limit(limit);
+    }
+    Ok(Budget::new(config))
+}
+
+fn calibration() -> CalibrationStore {
+    // Calibration only improves estimates: without a writable cache, run without it.
+    CalibrationStore::default_path()
+        .and_then(|p| CalibrationStore::open(&p))
+        .unwrap_or_else(|_| CalibrationStore::in_memory())
+}
+
+impl Session {
+    pub fn start(common: &Common) -> anyhow::Result<Self> {
+        let budget = budget(common)?;
+        let registry = registry(common)?;
+        let profiler = match &common.report {
+            Some(_) => Some(
+                MemoryProfiler::start(
+                    ProfilerConfig::default().with_budget_limit(budget.effective_limit()),
+                )
+                .context("starting the memory profiler")?,
+            ),
+            None => None,
+        };
+        let handle = profiler
+            .as_ref()
+            .map_or_else(ProfilerHandle::disabled, MemoryProfiler::handle);
+        let config = OrchestratorConfig {
+            session: SessionOptions {
+                intra_op_threads: common.threads.max(1),
+                ..SessionOptions::default()
+            },
+            max_resident: common.max_resident.max(1),
+            ..OrchestratorConfig::default()
+        };
+        let orchestrator =
+            SequentialOrchestrator::new(registry, budget, handle, calibration(), config)?;
+        Ok(Self {
+            orchestrator,
+            profiler,
+            report_dir: common.report.clone(),
+        })
+    }
+
+    /// Save calibration and write the report; returns the report directory when one was written.
+    pub fn finish(mut self) -> anyhow::Result<Option<PathBuf>> {
+        self.orchestrator.unload_all();
+        let _ = self.orchestrator.calibration().save();
+        let (Some(profiler), Some(dir)) = (self.profiler.take(), self.report_dir.take()) else {
+            return Ok(None);
+        };
+        let mut profile = profiler.stop();
+        profile.kernel_peak = profile.kernel_peak.max(Some(self.orchestrator.peak_rss()));
+        let report = profile.report();
+        report
+            .write_all(&dir)
+            .with_context(|| format!("writing the report into {}", dir.display()))?;
+        write_run_json(&dir, &self.orchestrator)?;
+        Ok(Some(dir))
+    }
+}
+
+fn write_run_json(dir: &Path, orch: &SequentialOrchestrator) -> anyhow::Result<()> {
+    let run = serde_json::json!({
+        "budget": orch.budget().describe(),
+        "limit": orch.budget().effective_limit(),
+        "peak_rss": orch.peak_rss(),
+        "models": orch.stats(),
+        "failures": orch.failures(),
+        "estimate_error": orch.calibration().error_table(),
+    });
+    let path = dir.join("run.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&run)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

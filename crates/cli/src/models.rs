@@ -1,0 +1,241 @@
+//! `masp models`: list, verify, optimise and calibrate the models masp knows.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use masp_budget::{Bytes, probe};
+use masp_model_registry::manifest::ModelSource;
+use masp_model_registry::onnx::{self, ExternalizeOptions, OnnxMetadata};
+
+use crate::Outcome;
+use crate::context::{self, Common, Session};
+
+/// Flags of `masp models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    command: ModelsCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// List every model: kind, file, size, and the memory estimate masp would reserve.
+    List,
+    /// Check every model's file: present, sha256 as pinned or declared, a readable ONNX file.
+    Verify,
+    /// Write a lean copy of a model whose weights live in a 4096-aligned external-data file, so
+    /// ONNX Runtime memory-maps them instead of copying; prints load time and peak before/after.
+    Optimize {
+        /// The model's name.
+        name: String,
+        /// Where to write the copy (default: `<name>.lean.onnx` in the current directory).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Load and unload models to measure their memory; later runs use the measurements.
+    Calibrate {
+        /// Models to calibrate (default: all).
+        names: Vec<String>,
+        /// Load/unload cycles per model.
+        #[arg(long, default_value_t = 2)]
+        cycles: usize,
+    },
+}
+
+pub fn run(args: &ModelsArgs) -> anyhow::Result<Outcome> {
+    match &args.command {
+        ModelsCommand::List => list(&args.common),
+        ModelsCommand::Verify => verify(&args.common),
+        ModelsCommand::Optimize { name, out } => optimize(&args.common, name, out.as_ref()),
+        ModelsCommand::Calibrate { names, cycles } => calibrate(&args.common, names, *cycles),
+    }
+}
+
+fn list(common: &Common) -> anyhow::Result<Outcome> {
+    let session = Session::start(common)?;
+    let orch = &session.orchestrator;
+    println!(
+        "{:<20} {:<18} {:>10} {:>12} {:<10} file",
+        "model", "kind", "size", "load peak", "estimate"
+    );
+    for spec in orch.registry().models() {
+        let path = spec
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| e.to_string());
+        match orch.prepare(&spec.name) {
+            Ok(p) => {
+                let size = OnnxMetadata::read(&p.path)
+                    .map(|m| m.file_bytes.saturating_add(m.external_weight_bytes));
+                let size = size.map(|b| b.to_string()).unwrap_or_else(|_| "?".into());
+                println!(
+                    "{:<20} {:<18} {size:>10} {:>12} {:<10} {path}",
+                    spec.name,
+                    spec.kind.as_str(),
+                    p.estimate.load_peak.to_string(),
+                    p.estimate.source.to_string()
+                );
+            }
+            Err(e) => println!(
+                "{:<20} {:<18} {:>10} {:>12} {:<10} {path}  ({})",
+                spec.name,
+                spec.kind.as_str(),
+                "-",
+                "-",
+                "missing",
+                crate::one_line(&e)
+            ),
+        }
+    }
+    let _ = session.finish();
+    Ok(Outcome::AllSucceeded)
+}
+
+fn verify(common: &Common) -> anyhow::Result<Outcome> {
+    let registry = context::registry(common)?;
+    let mut failed = 0;
+    for spec in registry.models() {
+        let result = spec
+            .verified_path()
+            .map_err(anyhow::Error::from)
+            .and_then(|path| {
+                OnnxMetadata::read(&path)
+                    .map(|m| (path, m))
+                    .map_err(anyhow::Error::from)
+            });
+        match result {
+            Ok((path, meta)) => {
+                let hash = if spec.sha256.is_some() {
+                    "sha256 ok"
+                } else {
+                    "no sha256 declared"
+                };
+                println!(
+                    "ok      {:<20} {hash}; opset {}; {} weights; {}",
+                    spec.name,
+                    meta.opsets.iter().map(|o| o.version).max().unwrap_or(0),
+                    meta.total_weight_bytes(),
+                    path.display()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {:<20} {e:#}", spec.name);
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        Outcome::AllSucceeded
+    } else {
+        Outcome::SomeFailed
+    })
+}
+
+fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Result<Outcome> {
+    let registry = context::registry(common)?;
+    let spec = registry.get(name).with_context(|| {
+        format!(
+            "unknown model {name:?} (known: {})",
+            registry.names().join(", ")
+        )
+    })?;
+    let src = spec.verified_path()?;
+    let dst = out
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.lean.onnx")));
+    let report = onnx::externalize(&src, &dst, ExternalizeOptions::default())?;
+    println!(
+        "wrote {} ({}) + {} ({} in {} tensors, 4096-aligned)",
+        report.model_path.display(),
+        report.model_file_bytes,
+        report
+            .data_path
+            .as_ref()
+            .map_or("no data file".into(), |p| p.display().to_string()),
+        report.bytes_moved,
+        report.tensors_moved
+    );
+    // Measure both layouts the way masp loads them: the lean one without pre-packing.
+    let runtime = masp_orchestrator::runtime::Runtime::get()?;
+    let measure = |path: &std::path::Path, prepacking: bool| -> anyhow::Result<(f64, Bytes)> {
+        masp_budget::trim::release_freed_memory();
+        probe::reset_peak_rss();
+        let before = probe::process_rss().unwrap_or_default();
+        let started = Instant::now();
+        let options = masp_orchestrator::runtime::SessionOptions {
+            intra_op_threads: 1,
+            prepacking,
+        };
+        let session = runtime.session(name, path, options)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let peak = probe::process_peak_rss()
+            .unwrap_or_default()
+            .saturating_sub(before);
+        drop(session);
+        masp_budget::trim::release_freed_memory();
+        Ok((ms, peak))
+    };
+    let (ms_before, peak_before) = measure(&src, true)?;
+    let (ms_after, peak_after) = measure(&dst, false)?;
+    println!(
+        "load: {ms_before:.1} ms, peak +{peak_before} (original) → {ms_after:.1} ms, peak +{peak_after} (lean)"
+    );
+    if let ModelSource::Asset(_) = spec.source {
+        println!(
+            "to use it, add it to your masp.toml as a model with path = \"{}\"",
+            dst.display()
+        );
+    }
+    Ok(Outcome::AllSucceeded)
+}
+
+fn calibrate(common: &Common, names: &[String], cycles: usize) -> anyhow::Result<Outcome> {
+    let mut session = Session::start(common)?;
+    let names: Vec<String> = if names.is_empty() {
+        session
+            .orchestrator
+            .registry()
+            .models()
+            .map(|m| m.name.clone())
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    let mut failed = 0;
+    for name in &names {
+        for _ in 0..cycles.max(1) {
+            if let Err(e) = session.orchestrator.load_model(name) {
+                failed += 1;
+                eprintln!("masp: {name}: {}", crate::one_line(&e));
+                break;
+            }
+            session.orchestrator.unload_model(name);
+        }
+    }
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>9} {:>6}",
+        "model", "metadata", "calibrated", "latest", "metadata", "loads"
+    );
+    for row in session.orchestrator.calibration().error_table() {
+        println!(
+            "{:<28} {:>12} {:>12} {:>12} {:>8} {:>6}",
+            row.model,
+            row.predicted.map_or("-".into(), |b| b.to_string()),
+            row.calibrated.to_string(),
+            row.latest.to_string(),
+            row.metadata_error_pct
+                .map_or("-".into(), |p| format!("{p:+.0}%")),
+            row.n_loads
+        );
+    }
+    session.finish()?;
+    Ok(if failed == 0 {
+        Outcome::AllSucceeded
+    } else {
+        Outcome::SomeFailed
+    })
+}

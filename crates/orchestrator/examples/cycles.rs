@@ -1,0 +1,46 @@
+//! Load/unload cycles of silero VAD, printing RSS every 10 cycles: bare ONNX Runtime sessions
+//! (`bare`) side by side with the orchestrator's verified load/unload/cleanup (`orch`), to tell
+//! the runtime's own warm-up from anything masp adds.
+//!
+//! `cargo run --release -p masp-orchestrator --example cycles -- orch 1000`
+// An example fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use masp_budget::{Budget, BudgetConfig, Bytes, probe, trim};
+use masp_model_registry::estimate::CalibrationStore;
+use masp_model_registry::manifest::Registry;
+use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::{OrchestratorConfig, SequentialOrchestrator};
+use masp_profiler::ProfilerHandle;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map_or("orch", String::as_str);
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let path = masp_model_registry::assets::SILERO_VAD.locate().unwrap();
+    let runtime = Runtime::get().unwrap();
+    let mut orch = SequentialOrchestrator::new(
+        Registry::builtin(),
+        Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(4))),
+        ProfilerHandle::disabled(),
+        CalibrationStore::in_memory(),
+        OrchestratorConfig::default(),
+    )
+    .unwrap();
+    for i in 0..=n {
+        if mode == "bare" {
+            drop(
+                runtime
+                    .session("silero-vad", &path, SessionOptions::default())
+                    .unwrap(),
+            );
+            trim::release_freed_memory();
+        } else {
+            orch.load_model("silero-vad").unwrap();
+            orch.unload_model("silero-vad");
+        }
+        if i % 10 == 0 {
+            println!("{mode} cycle {i:5}: RSS {}", probe::process_rss().unwrap());
+        }
+    }
+}

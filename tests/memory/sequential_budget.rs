@@ -1,0 +1,266 @@
+//! The orchestrator issue's acceptance cases: sequential loads under a budget that cannot hold
+//! everything, refusal before loading, calibrated estimates, and tasks that outgrow the budget.
+
+use masp_budget::{Bytes, probe};
+use masp_orchestrator::adapter::TaskParams;
+use masp_orchestrator::{AudioTask, Error, OrchestratorConfig};
+use masp_testkit::synthetic::Layout;
+
+use crate::common::{GIB, MIB, Models, orchestrator, tone};
+
+fn generic_task(model: &str, input: &std::path::Path, out: &std::path::Path) -> AudioTask {
+    AudioTask {
+        label: format!("{model} {}", input.file_name().unwrap().to_string_lossy()),
+        model: model.into(),
+        input: input.to_path_buf(),
+        params: TaskParams::Generic {
+            output_dir: out.to_path_buf(),
+        },
+    }
+}
+
+#[test]
+fn memory_three_1gib_models_run_one_at_a_time_under_2_5_gib() {
+    let mut models = Models::new();
+    for name in ["w1", "w2", "w3"] {
+        models.weights(name, GIB, Layout::Embedded);
+    }
+    let limit = Bytes::new(5 * GIB / 2);
+    let input = tone(models.dir.path(), "tone.wav", 0.5);
+    let out = models.dir.path().join("out");
+
+    // Loading all three at once is refused by admission, before anything is loaded.
+    let mut orch = orchestrator(models.registry(), limit, OrchestratorConfig::default());
+    let before = probe::process_rss().unwrap();
+    let err = orch.load_together(&["w1", "w2", "w3"]).unwrap_err();
+    let after = probe::process_rss().unwrap();
+    eprintln!("load all at once: {err}");
+    assert!(
+        matches!(err, Error::Budget(masp_budget::Error::OverBudget { .. })),
+        "{err}"
+    );
+    assert!(orch.resident_models().is_empty());
+    assert!(
+        after.get().abs_diff(before.get()) < 64 * MIB,
+        "RSS moved {before} → {after}"
+    );
+
+    // The pipeline of all three runs sequentially.
+    let rss_start = probe::process_rss().unwrap();
+    probe::reset_peak_rss();
+    for name in ["w1", "w2", "w3"] {
+        orch.process_task(&generic_task(name, &input, &out))
+            .unwrap();
+    }
+    orch.unload_all();
+    let peak = orch.peak_rss();
+    let largest = orch
+        .stats()
+        .values()
+        .map(|s| s.measured_peak_max)
+        .max()
+        .unwrap();
+    eprintln!("run peak {peak}; largest model load peak {largest} over a start of {rss_start}");
+    for (name, stats) in orch.stats() {
+        eprintln!(
+            "  {name}: loads {} peak {} resident {}",
+            stats.loads, stats.measured_peak_max, stats.resident
+        );
+        assert_eq!(stats.loads, 1);
+    }
+    assert!(
+        peak <= rss_start
+            .saturating_add(largest)
+            .saturating_add(Bytes::new(64 * MIB)),
+        "peak {peak} exceeds start {rss_start} + largest model peak {largest} + 64 MiB"
+    );
+    assert!(peak <= limit, "peak {peak} over the {limit} budget");
+}
+
+#[test]
+fn memory_a_3gib_model_under_a_2gib_budget_is_rejected_before_loading() {
+    let mut models = Models::new();
+    models.weights("huge", 3 * GIB, Layout::External);
+    let mut orch = orchestrator(
+        models.registry(),
+        Bytes::new(2 * GIB),
+        OrchestratorConfig::default(),
+    );
+    let before = probe::process_rss().unwrap();
+    let err = orch.load_model("huge").unwrap_err();
+    let after = probe::process_rss().unwrap();
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(matches!(err, Error::ModelTooLarge { .. }), "{text}");
+    assert!(text.contains("2 GiB"), "{text}");
+    assert!(
+        after.get().abs_diff(before.get()) < 16 * MIB,
+        "RSS moved {before} → {after}"
+    );
+}
+
+/// Run this test binary's test `name` in a fresh process with `env` set; fail if it fails.
+fn child(name: &str, env: &[(&str, &std::ffi::OsStr)]) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "child {name} failed"
+    );
+}
+
+const CALIBRATION_MODELS: [&str; 4] = ["silero-vad", "speaker-embedder", "w512", "w256x"];
+
+#[test]
+fn memory_calibrated_estimates_are_within_10_percent() {
+    // Calibration is kept across runs: calibrate in one process, then check the estimates in a
+    // fresh one that loads the same models in the same order.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("calibration.json");
+    let name = "sequential_budget::memory_calibrated_estimates_are_within_10_percent";
+    match std::env::var("MASP_CALIBRATION_ROLE").as_deref() {
+        Ok(role) => return calibration_child(role),
+        Err(_) => {}
+    }
+    child(
+        name,
+        &[
+            ("MASP_CALIBRATION_ROLE", "calibrate".as_ref()),
+            ("MASP_CALIBRATION_STORE", store.as_os_str()),
+        ],
+    );
+    child(
+        name,
+        &[
+            ("MASP_CALIBRATION_ROLE", "check".as_ref()),
+            ("MASP_CALIBRATION_STORE", store.as_os_str()),
+        ],
+    );
+}
+
+fn calibration_child(role: &str) {
+    let mut models = Models::new();
+    models.weights("w512", 512 * MIB, Layout::Embedded);
+    models.weights("w256x", 256 * MIB, Layout::External);
+    let store_path = std::path::PathBuf::from(std::env::var_os("MASP_CALIBRATION_STORE").unwrap());
+    let store = masp_model_registry::estimate::CalibrationStore::open(&store_path).unwrap();
+    let mut orch = masp_orchestrator::SequentialOrchestrator::new(
+        models.registry(),
+        masp_budget::Budget::new(
+            masp_budget::BudgetConfig::default().with_limit(Bytes::new(8 * GIB)),
+        ),
+        masp_profiler::ProfilerHandle::disabled(),
+        store,
+        OrchestratorConfig::default(),
+    )
+    .unwrap();
+    if role == "calibrate" {
+        for name in CALIBRATION_MODELS {
+            orch.load_model(name).unwrap();
+            orch.unload_model(name);
+        }
+        orch.calibration().save().unwrap();
+        return;
+    }
+    eprintln!(
+        "{:<18} {:>12} {:>12} {:>8} {:>12} {:>8}",
+        "model", "calibrated", "measured", "error", "metadata", "error"
+    );
+    let mut failures = Vec::new();
+    for name in CALIBRATION_MODELS {
+        let prepared = orch.prepare(name).unwrap();
+        assert_eq!(
+            prepared.estimate.source,
+            masp_model_registry::estimate::EstimateSource::Calibrated
+        );
+        orch.load_model(name).unwrap();
+        orch.unload_model(name);
+        let measured = orch.stats()[name].measured_peak_max;
+        let estimate = prepared.estimate.load_peak;
+        let pct = |e: Bytes| {
+            (e.get() as f64 - measured.get() as f64) / measured.get().max(1) as f64 * 100.0
+        };
+        let error = pct(estimate);
+        eprintln!(
+            "{name:<18} {estimate:>12} {measured:>12} {error:>+7.1}% {:>12} {:>+7.1}%",
+            prepared.metadata_estimate.load_peak,
+            pct(prepared.metadata_estimate.load_peak)
+        );
+        // The load peak of a small model moves by a few MiB from run to run with the
+        // allocator's state (measured: ±3 MiB for the 12 MiB int8 embedder), so below ~40 MiB
+        // ±10% is under the noise: allow 4 MiB of absolute difference as well.
+        if error.abs() > 10.0 && estimate.get().abs_diff(measured.get()) > 4 * MIB {
+            failures.push(format!(
+                "{name}: calibrated {estimate} vs measured {measured} ({error:+.1}%)"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn memory_a_task_that_outgrows_the_budget_is_degraded_or_skipped_and_the_batch_goes_on() {
+    let mut models = Models::new();
+    // 16 KiB of activations per input sample: a 2 s chunk (32 000 samples) needs ~500 MiB,
+    // more than the budget leaves; a 1 s chunk fits.
+    models.activation("grows", 16 * 1024);
+    // 128 KiB per sample: even a quarter second (4 000 samples) needs ~500 MiB — it can only be
+    // skipped.
+    models.activation("explodes", 128 * 1024);
+    let limit = Bytes::new(512 * MIB);
+    let config = OrchestratorConfig {
+        record_events: true,
+        ..OrchestratorConfig::default()
+    };
+    let mut orch = orchestrator(models.registry(), limit, config);
+    let a = tone(models.dir.path(), "a.wav", 4.0);
+    let b = tone(models.dir.path(), "b.wav", 4.0);
+    let out = models.dir.path().join("out");
+
+    let first = orch.process_task(&generic_task("grows", &a, &out));
+    eprintln!(
+        "first task: {:?}",
+        first.as_ref().map(|_| "ok").map_err(ToString::to_string)
+    );
+    for event in orch.events() {
+        eprintln!("  {event:?}");
+    }
+    assert!(first.is_ok(), "degraded task should succeed: {first:?}");
+    assert!(
+        orch.stats()["grows"].degradations >= 1,
+        "{:?}",
+        orch.stats()["grows"]
+    );
+
+    let skipped = orch
+        .process_task(&generic_task("explodes", &a, &out))
+        .unwrap_err();
+    eprintln!("skipped: {skipped}");
+    assert!(matches!(skipped, Error::TaskSkipped { .. }), "{skipped}");
+    assert!(skipped.to_string().contains("512 MiB"), "{skipped}");
+
+    // The batch goes on: the next task runs normally, with the calibrated chunk size.
+    let degradations_before = orch.stats()["grows"].degradations;
+    orch.process_task(&generic_task("grows", &b, &out)).unwrap();
+    assert_eq!(
+        orch.stats()["grows"].degradations,
+        degradations_before,
+        "calibration should avoid a second degradation"
+    );
+    orch.unload_all();
+    let rss = probe::process_rss().unwrap();
+    assert!(
+        rss < limit,
+        "memory back under the budget after the batch: {rss}"
+    );
+}
