@@ -227,3 +227,168 @@ fn missing_runtime_is_explained_not_a_panic() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn pipeline_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        "[[stage]]\nmodel = \"silero-vad\"\n\n[[stage]]\nname = \"embed\"\nmodel = \"speaker-embedder\"\n",
+    )
+    .unwrap();
+    for i in 0..3 {
+        std::fs::copy(sample(), dir.path().join(format!("f{i}.wav"))).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn plan_loads_each_model_once_for_a_batch() {
+    let dir = pipeline_dir();
+    let p = dir.path();
+    let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(p)
+        .args([
+            "plan",
+            "--pipeline",
+            "pipeline.toml",
+            "--budget",
+            "1GiB",
+            "f0.wav",
+            "f1.wav",
+            "f2.wav",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("6 tasks in 2 loads"), "{text}");
+    assert!(text.contains("1 GiB (configured"), "{text}");
+}
+
+#[test]
+fn run_writes_every_stage_and_a_report_and_a_bad_file_fails_alone() {
+    let dir = pipeline_dir();
+    let p = dir.path();
+    std::fs::write(p.join("bad.wav"), b"not audio").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(p)
+        .args([
+            "run",
+            "--pipeline",
+            "pipeline.toml",
+            "--out",
+            "out",
+            "--report",
+            "report",
+        ])
+        .args(["f0.wav", "bad.wav", "f1.wav"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The bad file fails its VAD stage, and its embedding stage is skipped as a dependent.
+    assert!(
+        stderr.lines().filter(|l| l.contains("bad.wav")).count() == 2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 model load(s) (planned 2)"), "{stderr}");
+    for stem in ["f0", "f1"] {
+        let vad: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(p.join(format!("out/silero-vad/{stem}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(vad["segments"].as_array().unwrap().len(), 6);
+        let embed: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(p.join(format!("out/embed/{stem}.json"))).unwrap(),
+        )
+        .unwrap();
+        let e: Vec<f64> = embed["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(e.len(), 256);
+        let norm: f64 = e.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "embedding norm {norm}");
+        assert!(p.join(format!("out/embed/{stem}.embeddings.npy")).is_file());
+    }
+    assert!(!p.join("out/silero-vad/bad.json").exists());
+    for file in ["report.txt", "report.json", "timeline.svg", "run.json"] {
+        assert!(p.join("report").join(file).is_file(), "{file} missing");
+    }
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("report/run.json")).unwrap()).unwrap();
+    assert_eq!(run["models"]["silero-vad"]["loads"], 1);
+    assert_eq!(run["models"]["speaker-embedder"]["loads"], 1);
+    assert_eq!(run["failures"].as_array().unwrap().len(), 1, "{run}");
+}
+
+#[test]
+fn models_list_and_verify_report_every_builtin() {
+    let list = masp(&["models".as_ref(), "list".as_ref()]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(list.status.code(), Some(0));
+    assert!(
+        text.contains("silero-vad") && text.contains("speaker-embedder"),
+        "{text}"
+    );
+    let verify = masp(&["models".as_ref(), "verify".as_ref()]);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok")).count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn models_verify_fails_on_a_corrupt_user_model_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.onnx"),
+        b"definitely not a protobuf model",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("masp.toml"),
+        "[[model]]\nname = \"broken\"\nkind = \"vad\"\npath = \"broken.onnx\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(dir.path())
+        .args(["models", "verify"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAILED") && l.contains("broken")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_budget_too_small_for_the_model_is_one_clear_error() {
+    let s = sample();
+    let out = masp(&[
+        "vad".as_ref(),
+        "--budget".as_ref(),
+        "1MiB".as_ref(),
+        s.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("too large for the budget") && stderr.contains("1 MiB"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

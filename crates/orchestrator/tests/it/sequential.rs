@@ -167,3 +167,52 @@ fn a_checksum_mismatch_is_refused_naming_both_hashes() {
         "{err}"
     );
 }
+
+#[test]
+fn a_machine_short_of_memory_makes_the_load_wait_then_fail_and_then_recover() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use masp_budget::{Budget, BudgetConfig, SystemMemory};
+    use masp_model_registry::estimate::CalibrationStore;
+    use masp_orchestrator::{OrchestratorConfig, SequentialOrchestrator};
+    use masp_profiler::ProfilerHandle;
+
+    let _serial = serial();
+    // Another process "holds" all but 10 MiB: the ledger has room, the machine does not.
+    let available = Arc::new(AtomicU64::new(10 << 20));
+    let source = {
+        let available = Arc::clone(&available);
+        move || SystemMemory {
+            total: Bytes::from_gib(24),
+            available: Bytes::new(available.load(Ordering::Relaxed)),
+        }
+    };
+    let budget = Budget::new(
+        BudgetConfig::default()
+            .with_limit(Bytes::from_gib(4))
+            .with_safety_margin(Bytes::from_mib(64))
+            .with_memory_source(source),
+    );
+    let config = OrchestratorConfig {
+        system_wait: std::time::Duration::from_millis(300),
+        ..OrchestratorConfig::default()
+    };
+    let mut orch = SequentialOrchestrator::new(
+        Registry::builtin(),
+        budget,
+        ProfilerHandle::disabled(),
+        CalibrationStore::in_memory(),
+        config,
+    )
+    .unwrap();
+    let err = orch.load_model("silero-vad").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::SystemMemoryLow { .. }), "{text}");
+    assert!(text.contains("10 MiB") && text.contains("64 MiB"), "{text}");
+    assert!(orch.resident_models().is_empty());
+    assert_eq!(orch.budget().reserved(), Bytes::new(0));
+    // The other process is gone: the next task runs normally.
+    available.store(8 << 30, Ordering::Relaxed);
+    assert!(orch.process_task(&vad_task("two_voices.wav")).is_ok());
+}
