@@ -43,11 +43,19 @@ fn load_reference(name: &str) -> Reference {
 }
 
 fn vad() -> SileroVad {
+    load(&assets::SILERO_VAD)
+}
+
+fn sequence_vad() -> SileroVad {
+    let vad = load(&assets::SILERO_VAD_SEQUENCE);
+    assert!(vad.is_sequence());
+    vad
+}
+
+fn load(asset: &assets::Asset) -> SileroVad {
     let runtime = Runtime::get().unwrap_or_else(|e| panic!("{e}"));
-    let model = assets::SILERO_VAD
-        .locate()
-        .unwrap_or_else(|e| panic!("{e}"));
-    SileroVad::load(runtime, "silero-vad", &model, SessionOptions::default()).unwrap()
+    let model = asset.locate().unwrap_or_else(|e| panic!("{e}"));
+    SileroVad::load(runtime, asset.id, &model, SessionOptions::default()).unwrap()
 }
 
 /// Fraction of 10 ms frames on which two segment lists (in 16 kHz samples) agree.
@@ -67,8 +75,11 @@ fn frame_agreement(a: &[(u64, u64)], b: &[(u64, u64)], n_samples: u64) -> f64 {
 }
 
 fn check_file(file: &str, name: &str) -> f64 {
+    check_file_with(vad(), file, name)
+}
+
+fn check_file_with(mut vad: SileroVad, file: &str, name: &str) -> f64 {
     let reference = load_reference(name);
-    let mut vad = vad();
     let outcome = detect_speech(&mut vad, &samples_dir().join(file), &VadParams::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let ours: Vec<(u64, u64)> = outcome
@@ -138,4 +149,37 @@ fn one_model_serves_many_files_after_reset() {
 fn agreement_measure_is_sane() {
     assert_eq!(frame_agreement(&[(0, 1600)], &[(0, 1600)], 3200), 1.0);
     assert_eq!(frame_agreement(&[(0, 1600)], &[], 3200), 0.5);
+}
+
+#[test]
+fn the_sequence_export_gives_the_same_segments_many_frames_per_call() {
+    let agreement = check_file_with(sequence_vad(), "two_voices.wav", "two_voices");
+    assert!(agreement > 0.999, "agreement {agreement}");
+    check_file_with(
+        sequence_vad(),
+        "noisy_mix_44k_stereo.flac",
+        "noisy_mix_44k_stereo",
+    );
+}
+
+#[test]
+fn sequence_probabilities_match_the_per_frame_model() {
+    let reference = load_reference("two_voices");
+    let (_, samples) = masp_audio::read_mono(&samples_dir().join("two_voices.wav"), 16_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut vad = sequence_vad();
+    let mut probs = Vec::new();
+    // Blocks of odd sizes (whole frames) exercise the context carried between calls.
+    let n = 64 * FRAME_SAMPLES;
+    for block in samples[..n].chunks(7 * FRAME_SAMPLES) {
+        vad.process_block(block, &mut probs).unwrap();
+    }
+    let worst = probs
+        .iter()
+        .zip(&reference.frame_probs_first_64)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("sequence vs official per-frame probabilities: max abs difference {worst:.2e}");
+    assert_eq!(probs.len(), 64);
+    assert!(worst < 1e-3, "max abs difference {worst}");
 }

@@ -41,8 +41,9 @@ pub struct VadArgs {
     /// Split segments longer than this many seconds (default: never).
     #[arg(long)]
     max_speech_s: Option<f64>,
-    /// The VAD model (a registry name).
-    #[arg(long, default_value = "silero-vad")]
+    /// The VAD model (a registry name). The default, silero's sequence export, gives the same
+    /// segments as `silero-vad` with many frames per call (2.5× faster on an hour of speech).
+    #[arg(long, default_value = "silero-vad-sequence")]
     model: String,
     #[command(flatten)]
     common: Common,

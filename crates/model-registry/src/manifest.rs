@@ -216,6 +216,7 @@ impl Registry {
         let mut models = BTreeMap::new();
         for (asset, kind) in [
             (&assets::SILERO_VAD, ModelKind::Vad),
+            (&assets::SILERO_VAD_SEQUENCE, ModelKind::Vad),
             (&assets::SPEAKER_EMBEDDER, ModelKind::SpeakerEmbedding),
         ] {
             models.insert(

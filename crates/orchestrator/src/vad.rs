@@ -355,29 +355,36 @@ pub fn detect_speech_with(
     let mut segmenter = Segmenter::new(params);
     let mut segments = Vec::new();
     // Chunks are whole frames except possibly the last; `carry` holds a partial frame anyway so
-    // any chunk size works.
+    // any chunk size works. Whole frames go to the model in one block.
     let mut carry: Vec<f32> = Vec::with_capacity(FRAME_SAMPLES);
+    let mut probs: Vec<f32> = Vec::with_capacity(chunk_samples / FRAME_SAMPLES + 1);
     while let Some(chunk) = stream.next_chunk()? {
         let mut rest = chunk;
+        probs.clear();
         if !carry.is_empty() {
             let take = (FRAME_SAMPLES - carry.len()).min(rest.len());
             carry.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if carry.len() == FRAME_SAMPLES {
-                segmenter.push(vad.process_frame(&carry)?);
+                vad.process_block(&carry, &mut probs)?;
                 carry.clear();
             }
         }
-        let mut frames = rest.chunks_exact(FRAME_SAMPLES);
-        for frame in &mut frames {
-            segmenter.push(vad.process_frame(frame)?);
+        let whole = rest.len() / FRAME_SAMPLES * FRAME_SAMPLES;
+        vad.process_block(&rest[..whole], &mut probs)?;
+        carry.extend_from_slice(&rest[whole..]);
+        for &p in &probs {
+            segmenter.push(p);
         }
-        carry.extend_from_slice(frames.remainder());
         segments.append(&mut segmenter.take_completed());
         between_chunks(stream.n_samples_emitted())?;
     }
     if !carry.is_empty() {
-        segmenter.push(vad.process_frame(&carry)?);
+        probs.clear();
+        vad.process_block(&carry, &mut probs)?;
+        for &p in &probs {
+            segmenter.push(p);
+        }
     }
     let n_samples = stream.n_samples_emitted();
     segments.extend(segmenter.finish(n_samples));
