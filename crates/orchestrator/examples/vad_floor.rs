@@ -1,0 +1,48 @@
+//! VAD speed side by side in one run: the bare model calls over pre-decoded 16 kHz samples (the
+//! ONNX Runtime floor) and masp's full path (decode, resample, chunk, segment, budget checks)
+//! over the same file, for the per-frame and the sequence exports.
+//!
+//! `cargo run --release -p masp-orchestrator --example vad_floor -- FILE`
+// An example fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use masp_model_registry::assets::{self, Asset};
+use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::silero::SileroVad;
+use masp_orchestrator::vad::{VadParams, detect_speech};
+
+fn main() {
+    let path = std::env::args().nth(1).expect("usage: vad_floor FILE");
+    let path = std::path::Path::new(&path);
+    let (_, samples) = masp_audio::read_mono(path, 16_000).unwrap();
+    let audio_s = samples.len() as f64 / 16_000.0;
+    let runtime = Runtime::get().unwrap();
+    let load = |asset: &Asset| {
+        SileroVad::load(runtime, asset.id, &asset.locate().unwrap(), SessionOptions::default())
+            .unwrap()
+    };
+    println!("{:<22} {:>10} {:>10} {:>9}", "model", "floor s", "masp s", "ratio");
+    for asset in [&assets::SILERO_VAD, &assets::SILERO_VAD_SEQUENCE] {
+        let mut vad = load(asset);
+        // The floor: the same calls in the same 2 s blocks, audio already decoded.
+        let started = Instant::now();
+        let mut probs = Vec::with_capacity(samples.len() / 512 + 1);
+        for block in samples.chunks(64 * 512) {
+            vad.process_block(block, &mut probs).unwrap();
+        }
+        let floor = started.elapsed().as_secs_f64();
+        vad.reset();
+        let started = Instant::now();
+        let outcome = detect_speech(&mut vad, path, &VadParams::default()).unwrap();
+        let full = started.elapsed().as_secs_f64();
+        println!(
+            "{:<22} {floor:>10.2} {full:>10.2} {:>8.3}×   ({} segments, {:.0}× real time)",
+            asset.id,
+            full / floor,
+            outcome.segments.len(),
+            audio_s / full
+        );
+    }
+}
