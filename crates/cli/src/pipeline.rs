@@ -26,6 +26,10 @@ use masp_orchestrator::AudioTask;
 use masp_orchestrator::adapter::{TaskOutput, TaskParams};
 use masp_orchestrator::batch::BatchTask;
 use masp_orchestrator::vad::VadParams;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use masp_orchestrator::journal::{self, Entry, Journal};
 use serde::Deserialize;
 
 use crate::Outcome;
@@ -41,9 +45,19 @@ pub struct PipelineArgs {
     /// The pipeline file (TOML, `[[stage]]` tables in order).
     #[arg(long, value_name = "FILE")]
     pipeline: PathBuf,
-    /// Where results go: one directory per stage.
-    #[arg(long, default_value = "masp-out", value_name = "DIR")]
+    /// The run directory: results (one directory per stage) and the journal of finished tasks.
+    /// Running the same command again resumes: finished tasks whose input and configuration are
+    /// unchanged are skipped.
+    #[arg(
+        long,
+        alias = "run-dir",
+        default_value = "masp-out",
+        value_name = "DIR"
+    )]
     out: PathBuf,
+    /// Redo every task, even those the journal records as finished.
+    #[arg(long)]
+    no_resume: bool,
     #[command(flatten)]
     common: Common,
     /// Audio files.
@@ -114,6 +128,7 @@ fn batch(session: &Session, args: &PipelineArgs) -> anyhow::Result<(Vec<BatchTas
                 }
                 ModelKind::SpeakerEmbedding => TaskParams::Embed {
                     output_dir: Some(dir.clone()),
+                    windows: None,
                 },
                 ModelKind::Generic => TaskParams::Generic {
                     output_dir: dir.clone(),
@@ -161,34 +176,108 @@ pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
 
 pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     let mut session = Session::start(&args.common)?;
-    let (tasks, dirs) = batch(&session, args)?;
+    let (all_tasks, all_dirs) = batch(&session, args)?;
+    let mut journal = Journal::open(&args.out)?;
+    let leftovers = journal::remove_temporaries(&args.out);
+    if leftovers > 0 {
+        eprintln!("masp run: removed {leftovers} partial file(s) left by an interrupted run");
+    }
+    // What identifies a task's result: its input's content and its stage's configuration.
+    let mut input_sha: HashMap<PathBuf, String> = HashMap::new();
+    let mut keys = Vec::with_capacity(all_tasks.len());
+    for bt in &all_tasks {
+        let input = &bt.task.input;
+        if !input_sha.contains_key(input) {
+            // An unreadable input gets no hash: it is never "done" and fails when it runs.
+            let sha = masp_model_registry::assets::sha256_file(input).unwrap_or_default();
+            input_sha.insert(input.clone(), sha);
+        }
+        keys.push((input_sha[input].clone(), config_sha(&session, &bt.task)?));
+    }
+    // Skip what is done; renumber the rest and drop edges to skipped tasks (their results exist).
+    let done: Vec<bool> = all_tasks
+        .iter()
+        .zip(&keys)
+        .map(|(bt, (i, c))| {
+            !args.no_resume && !i.is_empty() && journal.is_done(&bt.task.label, i, c)
+        })
+        .collect();
+    let n_skipped = done.iter().filter(|d| **d).count();
+    let mut new_index = vec![usize::MAX; all_tasks.len()];
+    let mut tasks = Vec::new();
+    let mut origin = Vec::new();
+    for (i, bt) in all_tasks.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        new_index[i] = tasks.len();
+        let mut bt = bt.clone();
+        bt.depends_on = bt
+            .depends_on
+            .iter()
+            .filter(|&&d| !done[d])
+            .map(|&d| new_index[d])
+            .collect();
+        tasks.push(bt);
+        origin.push(i);
+    }
+    if n_skipped > 0 {
+        eprintln!(
+            "masp run: {n_skipped} task(s) already done in {} (resuming)",
+            args.out.display()
+        );
+    }
     let mut n_failed = 0usize;
     let mut write_error: Option<anyhow::Error> = None;
-    let summary = session.orchestrator.run_batch(&tasks, &mut |i, result| {
-        let task = &tasks[i].task;
-        match result {
-            Ok(output) => {
-                if let Err(e) = save(task, &dirs[i], &output) {
+    let summary = session
+        .orchestrator
+        .run_batch_until(&tasks, &mut |i, result| {
+            let task = &tasks[i].task;
+            let (input_sha256, config_sha256) = keys[origin[i]].clone();
+            match result {
+                Ok(output) => {
+                    let saved = save(task, &all_dirs[origin[i]], &output).and_then(|outputs| {
+                        let outputs = outputs
+                            .iter()
+                            .map(|p| p.strip_prefix(&args.out).unwrap_or(p).to_path_buf())
+                            .collect();
+                        journal.record(Entry {
+                            task: task.label.clone(),
+                            input_sha256,
+                            config_sha256,
+                            outputs,
+                        })?;
+                        Ok(())
+                    });
+                    if let Err(e) = saved {
+                        // Nothing more can be kept: stop cleanly; the journal holds what is done.
+                        n_failed += 1;
+                        eprintln!("masp: {}: {e:#}", task.input.display());
+                        write_error.get_or_insert(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+                Err(err) => {
                     n_failed += 1;
-                    eprintln!("masp: {}: {e:#}", task.input.display());
-                    write_error.get_or_insert(e);
+                    eprintln!(
+                        "masp: {}: {}: {}",
+                        task.input.display(),
+                        task.label,
+                        crate::one_line(&err)
+                    );
                 }
             }
-            Err(err) => {
-                n_failed += 1;
-                eprintln!(
-                    "masp: {}: {}: {}",
-                    task.input.display(),
-                    task.label,
-                    crate::one_line(&err)
-                );
-            }
-        }
-    })?;
+            ControlFlow::Continue(())
+        })?;
     eprintln!(
-        "masp run: {} task(s) ok, {} failed; {} model load(s) (planned {})",
-        summary.succeeded,
+        "masp run: {} task(s) ok, {} failed{}; {} model load(s) (planned {})",
+        summary.succeeded + n_skipped,
         n_failed.max(summary.failed),
+        if n_skipped > 0 {
+            format!(" ({n_skipped} from earlier runs)")
+        } else {
+            String::new()
+        },
         summary.n_loads,
         summary.planned_loads
     );
@@ -198,6 +287,12 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     if let Some(dir) = session.finish()? {
         eprintln!("masp: report in {}", dir.display());
     }
+    if let Some(e) = write_error {
+        return Err(e.context(format!(
+            "the run stopped; finished results are kept in {} and the same command resumes",
+            args.out.display()
+        )));
+    }
     Ok(if n_failed == 0 && summary.failed == 0 {
         Outcome::AllSucceeded
     } else {
@@ -205,14 +300,29 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Persist a task's result as `<dir>/<stem>.json` (tensors are already in `dir`), written to a
-/// temporary name and renamed, so a file that exists is complete.
-fn save(task: &AudioTask, dir: &Path, output: &TaskOutput) -> anyhow::Result<()> {
+/// sha256 of what determines a task's result besides its input: model, model file, parameters.
+fn config_sha(session: &Session, task: &AudioTask) -> anyhow::Result<String> {
+    let spec = session.orchestrator.registry().get(&task.model);
+    let model_identity = spec.and_then(|s| s.sha256.clone()).unwrap_or_else(|| {
+        spec.and_then(|s| s.path().ok())
+            .and_then(|p| masp_model_registry::assets::sha256_file(&p).ok())
+            .unwrap_or_default()
+    });
+    let doc = serde_json::json!({ "model": task.model, "model_sha256": model_identity, "params": task.params });
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        serde_json::to_vec(&doc)?,
+    )))
+}
+
+/// Persist a task's result as `<dir>/<stem>.json` (tensors are already in `dir`), atomically;
+/// returns every output file of the task.
+fn save(task: &AudioTask, dir: &Path, output: &TaskOutput) -> anyhow::Result<Vec<PathBuf>> {
     let stem = task
         .input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let mut files = Vec::new();
     let doc = match output {
         TaskOutput::Segments(outcome) => {
             let segments: Vec<_> = outcome
@@ -226,17 +336,21 @@ fn save(task: &AudioTask, dir: &Path, output: &TaskOutput) -> anyhow::Result<()>
             utterance,
             n_windows,
             windows,
-        } => serde_json::json!({
-            "path": task.input, "n_windows": n_windows, "windows": windows, "embedding": utterance.to_vec()
-        }),
-        TaskOutput::Tensors(tensors) => serde_json::json!({"path": task.input, "tensors": tensors}),
+        } => {
+            files.extend(windows.iter().map(|w| w.path.clone()));
+            serde_json::json!({
+                "path": task.input, "n_windows": n_windows, "windows": windows, "embedding": utterance.to_vec()
+            })
+        }
+        TaskOutput::Tensors(tensors) => {
+            files.extend(tensors.iter().map(|t| t.path.clone()));
+            serde_json::json!({"path": task.input, "tensors": tensors})
+        }
         _ => serde_json::json!({"path": task.input}),
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{stem}.json"));
-    let tmp = dir.join(format!(".{stem}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    journal::write_atomic(&path, &serde_json::to_vec_pretty(&doc)?)?;
+    files.push(path);
+    Ok(files)
 }

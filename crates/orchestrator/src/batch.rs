@@ -45,6 +45,8 @@ pub struct BatchSummary {
     pub n_loads: usize,
     /// Loads the plan expected.
     pub planned_loads: usize,
+    /// Whether the caller stopped the batch before its end.
+    pub stopped: bool,
 }
 
 impl SequentialOrchestrator {
@@ -146,6 +148,23 @@ impl SequentialOrchestrator {
         tasks: &[BatchTask],
         on_done: &mut dyn FnMut(usize, Result<TaskOutput>),
     ) -> Result<BatchSummary> {
+        self.run_batch_until(tasks, &mut |i, result| {
+            on_done(i, result);
+            std::ops::ControlFlow::Continue(())
+        })
+    }
+
+    /// [`SequentialOrchestrator::run_batch`] that stops when `on_done` says so — e.g. when the
+    /// caller can no longer write results (disk full): models are unloaded, the tasks not run
+    /// yet are left for a resumed run, and [`BatchSummary::stopped`] is set.
+    ///
+    /// # Errors
+    /// As [`SequentialOrchestrator::run_batch`].
+    pub fn run_batch_until(
+        &mut self,
+        tasks: &[BatchTask],
+        on_done: &mut dyn FnMut(usize, Result<TaskOutput>) -> std::ops::ControlFlow<()>,
+    ) -> Result<BatchSummary> {
         let BatchPlan {
             plan,
             models,
@@ -159,7 +178,9 @@ impl SequentialOrchestrator {
         for (i, err) in unplannable {
             failed[i] = true;
             summary.failed += 1;
-            on_done(i, Err(err));
+            if on_done(i, Err(err)).is_break() {
+                summary.stopped = true;
+            }
         }
         for rejected in &plan.rejected {
             let i = rejected.task.0;
@@ -171,7 +192,7 @@ impl SequentialOrchestrator {
                 }
                 other => other.to_string(),
             };
-            on_done(
+            let flow = on_done(
                 i,
                 Err(Error::TaskSkipped {
                     task: tasks[i].task.label.clone(),
@@ -179,9 +200,13 @@ impl SequentialOrchestrator {
                     steps: Vec::new(),
                 }),
             );
+            summary.stopped |= flow.is_break();
         }
         let loads_before: u64 = self.stats().values().map(|s| s.loads).sum();
         for step in &plan.steps {
+            if summary.stopped {
+                break;
+            }
             match *step {
                 Step::Load(ModelId(m)) => {
                     // A failed load fails its tasks when they come up (process_task reloads).
@@ -209,7 +234,7 @@ impl SequentialOrchestrator {
                         failed[i] = true;
                         summary.failed += 1;
                     }
-                    on_done(i, result);
+                    summary.stopped |= on_done(i, result).is_break();
                 }
             }
         }

@@ -11,6 +11,7 @@ pub mod adapter;
 pub mod batch;
 pub mod embedder;
 mod error;
+pub mod journal;
 mod npy;
 pub mod orchestrator;
 pub mod plan;

@@ -1,5 +1,7 @@
 //! A streaming `.npy` writer for float32 arrays: rows are appended as they are produced and the
 //! header (whose shape is only known at the end) is rewritten in place when the file is closed.
+//! The file is written under a temporary name and renamed when finished, so a `.npy` that
+//! exists is complete (see [`crate::journal`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -23,7 +25,7 @@ impl NpyWriter {
     /// # Errors
     /// I/O errors creating the file.
     pub fn create(path: &Path, row_shape: &[usize]) -> std::io::Result<Self> {
-        let mut out = BufWriter::new(File::create(path)?);
+        let mut out = BufWriter::new(File::create(crate::journal::temporary_path(path))?);
         out.write_all(&header(0, row_shape))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -67,6 +69,7 @@ impl NpyWriter {
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&header(self.n_rows, &self.row_shape))?;
         file.sync_all()?;
+        std::fs::rename(crate::journal::temporary_path(&self.path), &self.path)?;
         let mut shape = vec![self.n_rows];
         shape.extend_from_slice(&self.row_shape);
         Ok((self.path, shape))
