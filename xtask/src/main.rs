@@ -1,5 +1,6 @@
 //! Developer tasks for masp: `cargo xtask <task>` (see `cargo xtask help`).
 
+mod bench;
 mod layers;
 mod setup;
 mod suites;
@@ -17,6 +18,7 @@ tasks:
   test-sequential   the model and orchestration suites, one test at a time
   test-profile      the same with the memory profiler on, reports in target/masp-reports/
   test-memory       memory-intensive cases with explicit cleanup
+  bench             side-by-side benchmarks (release; Python references in a virtualenv)
 ";
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         "test-sequential" => suites::test_sequential(),
         "test-profile" => suites::test_profile(),
         "test-memory" => suites::test_memory(),
+        "bench" => bench::run(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

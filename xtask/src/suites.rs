@@ -7,11 +7,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::setup;
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     // xtask/ sits directly under the workspace root.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -19,7 +19,7 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn ensure_setup() -> Result<()> {
+pub(crate) fn ensure_setup() -> Result<()> {
     if !setup::looks_complete() {
         println!("assets missing: running setup first");
         setup::run(false)?;
@@ -127,6 +127,22 @@ pub fn test_all() -> Result<()> {
 fn sequential_steps() -> Vec<Step> {
     vec![
         step(
+            "model and orchestration suites (MinimalTestFramework, sequential)",
+            &[
+                "test",
+                "--release",
+                "--quiet",
+                "-p",
+                "masp-tests",
+                "--test",
+                "suites",
+                "--",
+                "--test-threads=1",
+                // Each suite prints its table, ending with `N passed, N failed`.
+                "--nocapture",
+            ],
+        ),
+        step(
             "orchestration suite (sequential)",
             &[
                 "test",
@@ -187,7 +203,15 @@ pub fn test_profile() -> Result<()> {
         s.command.env("MASP_TEST_REPORTS", &reports);
     }
     let result = run_steps("test-profile", steps);
-    println!("reports: {}", reports.display());
+    println!("\nreports (report.txt, report.json, timeline.svg, suite.txt, suite.json):");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&reports)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        println!("  {}", dir.display());
+    }
     result
 }
 

@@ -5,6 +5,8 @@
 // binary a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod assertions;
 mod common;
+mod fixtures;
 mod memory;
 mod synthetic;

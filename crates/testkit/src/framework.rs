@@ -1,0 +1,963 @@
+//! [`MinimalTestFramework`]: prove that a model, and a pipeline of models, behave under a
+//! memory budget — the seed's `modelTests()` and `orchestrationTests()` as a Rust API.
+//!
+//! Every suite runs the real orchestrator (and the real ONNX Runtime) under a
+//! [`MemoryProfiler`]: its checks read the profiler's report, so the verdicts are the same ones
+//! `masp --report` would give. A suite never panics: each check passes or fails with its
+//! figures in a [`SuiteResult`], which prints as a table ending in `N passed, N failed`.
+
+use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use masp_budget::{Budget, BudgetConfig, Bytes};
+use masp_model_registry::estimate::CalibrationStore;
+use masp_model_registry::manifest::{ModelKind, Registry};
+use masp_orchestrator::adapter::{AdapterRegistry, TaskParams};
+use masp_orchestrator::batch::BatchTask;
+use masp_orchestrator::vad::VadParams;
+use masp_orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};
+use masp_profiler::{Event, MemoryProfiler, ProfilerConfig, ProfilerHandle, Report};
+use serde::Serialize;
+
+use crate::assert::{self, AssertionFailure};
+use crate::{Error, Result};
+
+/// The environment variable naming a directory for suite reports (`cargo xtask test-profile`
+/// sets it to `target/masp-reports`); see [`MinimalTestFramework::with_reports_from_env`].
+pub const REPORTS_ENV: &str = "MASP_TEST_REPORTS";
+
+/// Thresholds of the suites. Every field has a working default for masp's built-in models.
+///
+/// # Examples
+///
+/// ```
+/// use masp_testkit::SuiteConfig;
+/// let config = SuiteConfig { cycles: 50, ..SuiteConfig::default() };
+/// assert_eq!(config.repeats, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuiteConfig {
+    /// Load/unload cycles of [`MinimalTestFramework::model_tests`] after the warm-up cycle.
+    /// Default 20: enough for the leak fit to see ~100 KiB per cycle; 1000 hunts slow drifts.
+    pub cycles: usize,
+    /// Growth per cycle tolerated as noise by the leak verdict. Default 1 MiB (the profiler's).
+    pub leak_tolerance: Bytes,
+    /// How far RSS may end above where it started (after the warm-up). Default 8 MiB:
+    /// allocator arenas and ONNX Runtime's one-time caches keep ~1–2 MiB, a leaked session of a
+    /// small model is more.
+    pub baseline_tolerance: Bytes,
+    /// How far the first (metadata) estimate of the load peak may fall below the measured peak,
+    /// in percent. Default 25. Under-estimates are what make a budget unsafe: the load is
+    /// admitted and then takes more than was reserved (calibration corrects it after one load).
+    pub estimate_under_pct: f64,
+    /// How far the metadata estimate may exceed the measured peak, in percent. Default 200:
+    /// over-estimates are safe but refuse loads that would fit; beyond 3× the estimator
+    /// misjudges the model.
+    pub estimate_over_pct: f64,
+    /// Absolute error always tolerated, for small models whose peak is a few MiB of noise.
+    /// Default 8 MiB.
+    pub estimate_slack: Bytes,
+    /// Times [`MinimalTestFramework::orchestration_tests`] runs the batch. Default 3.
+    pub repeats: usize,
+    /// How far peaks and end RSS of the repeated batches may spread. Default 16 MiB.
+    pub stability_tolerance: Bytes,
+}
+
+impl Default for SuiteConfig {
+    fn default() -> Self {
+        Self {
+            cycles: 20,
+            leak_tolerance: Bytes::from_mib(1),
+            baseline_tolerance: Bytes::from_mib(8),
+            estimate_under_pct: 25.0,
+            estimate_over_pct: 200.0,
+            estimate_slack: Bytes::from_mib(8),
+            repeats: 3,
+            stability_tolerance: Bytes::from_mib(16),
+        }
+    }
+}
+
+/// One check of a suite: its verdict and the figures behind it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckResult {
+    /// The check, e.g. `no leak`.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// The measured figures, one line.
+    pub figures: String,
+    /// Why it failed (with the evidence: timeline summary, cycle table), when it did.
+    pub failure: Option<String>,
+}
+
+/// Files written by [`SuiteResult::write_reports`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SuiteReportPaths {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `suite.txt`: the result table.
+    pub suite_text: PathBuf,
+    /// `suite.json`: the result as JSON.
+    pub suite_json: PathBuf,
+    /// The profiler's `report.txt`, `report.json`, `timeline.svg`, when the suite was profiled.
+    pub profile: Option<[PathBuf; 3]>,
+}
+
+/// The outcome of a suite: every check with its figures, and the profiler's report.
+///
+/// Prints (`Display`) as a table ending with the line `N passed, N failed`; serialises to JSON.
+///
+/// # Examples
+///
+/// ```
+/// use masp_testkit::SuiteResult;
+/// let mut result = SuiteResult::new("demo");
+/// result.record("answer", Ok("42".into()));
+/// assert!(result.is_success());
+/// assert!(result.to_string().ends_with("1 passed, 0 failed\n"));
+/// ```
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteResult {
+    /// The suite's name (also its report directory's name), e.g. `model-silero-vad`.
+    pub suite: String,
+    /// The checks, in the order run.
+    pub checks: Vec<CheckResult>,
+    /// The profiler's report of the suite's run, when it got that far.
+    #[serde(skip)]
+    pub report: Option<Report>,
+    /// Where the reports were written, if they were.
+    pub reports: Option<SuiteReportPaths>,
+}
+
+impl SuiteResult {
+    /// An empty result for `suite`.
+    #[must_use]
+    pub fn new(suite: &str) -> Self {
+        Self {
+            suite: suite.to_owned(),
+            checks: Vec::new(),
+            report: None,
+            reports: None,
+        }
+    }
+
+    /// Records a check: `Ok(figures)` passed, `Err(failure)` failed.
+    pub fn record(&mut self, name: &str, outcome: std::result::Result<String, String>) {
+        let (passed, figures, failure) = match outcome {
+            Ok(figures) => (true, figures, None),
+            Err(failure) => {
+                let figures = failure.lines().next().unwrap_or_default().to_owned();
+                (false, figures, Some(failure))
+            }
+        };
+        self.checks.push(CheckResult {
+            name: name.to_owned(),
+            passed,
+            figures,
+            failure,
+        });
+    }
+
+    /// Checks that passed.
+    #[must_use]
+    pub fn passed(&self) -> usize {
+        self.checks.iter().filter(|c| c.passed).count()
+    }
+
+    /// Checks that failed.
+    #[must_use]
+    pub fn failed(&self) -> usize {
+        self.checks.len() - self.passed()
+    }
+
+    /// Whether there was at least one check and every check passed.
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        !self.checks.is_empty() && self.failed() == 0
+    }
+
+    /// The check named `name`, if it ran.
+    #[must_use]
+    pub fn check(&self, name: &str) -> Option<&CheckResult> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// Panics with the whole table unless [`Self::is_success`].
+    ///
+    /// # Panics
+    /// When a check failed or none ran.
+    #[track_caller]
+    pub fn assert_success(&self) {
+        assert!(self.is_success(), "suite {} failed:\n{self}", self.suite);
+    }
+
+    /// The result as pretty-printed JSON.
+    ///
+    /// # Errors
+    /// [`Error::Json`] if encoding fails (it does not for results built by this crate).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Json(e.to_string()))
+    }
+
+    /// Writes `suite.txt` and `suite.json` and, when the suite was profiled, the profiler's
+    /// `report.txt`, `report.json` and `timeline.svg` into `dir` (created if missing).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file that could not be written; [`Error::Report`].
+    pub fn write_reports(&mut self, dir: &Path) -> Result<SuiteReportPaths> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let profile = match &self.report {
+            Some(report) => {
+                let p = report
+                    .write_all(dir)
+                    .map_err(|e| Error::Report(e.to_string()))?;
+                Some([p.text, p.json, p.svg])
+            }
+            None => None,
+        };
+        let paths = SuiteReportPaths {
+            dir: dir.to_path_buf(),
+            suite_text: dir.join("suite.txt"),
+            suite_json: dir.join("suite.json"),
+            profile,
+        };
+        self.reports = Some(paths.clone());
+        std::fs::write(&paths.suite_text, self.to_string()).map_err(io(&paths.suite_text))?;
+        std::fs::write(&paths.suite_json, self.to_json()? + "\n").map_err(io(&paths.suite_json))?;
+        Ok(paths)
+    }
+}
+
+impl fmt::Display for SuiteResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "suite {}", self.suite)?;
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(f, "  {:<width$}  {:<6}  figures", "check", "result")?;
+        for c in &self.checks {
+            let verdict = if c.passed { "ok" } else { "FAILED" };
+            writeln!(f, "  {:<width$}  {verdict:<6}  {}", c.name, c.figures)?;
+            if let Some(failure) = &c.failure {
+                for line in failure.lines().skip(1) {
+                    writeln!(f, "  {:<width$}          {line}", "")?;
+                }
+            }
+        }
+        if let Some(paths) = &self.reports {
+            writeln!(f, "  reports in {}", paths.dir.display())?;
+        }
+        writeln!(f, "{} passed, {} failed", self.passed(), self.failed())
+    }
+}
+
+/// The seed's minimal test framework: `model_tests` and `orchestration_tests` over a model
+/// registry and a budget, for masp's own suites and for downstream crates' tests.
+///
+/// Run suites one at a time in their own test process (`--test-threads=1`): they measure the
+/// whole process's memory.
+///
+/// # Examples
+///
+/// ```no_run
+/// use masp_testkit::{Bytes, MinimalTestFramework};
+///
+/// let framework = MinimalTestFramework::builtin(Bytes::from_gib(2)).with_reports_from_env();
+/// let result = framework.model_tests("silero-vad");
+/// println!("{result}");
+/// result.assert_success();
+/// ```
+#[derive(Debug)]
+pub struct MinimalTestFramework {
+    registry: Registry,
+    budget: Budget,
+    orchestrator: OrchestratorConfig,
+    adapters: Option<AdapterRegistry>,
+    profiler: ProfilerConfig,
+    report_dir: Option<PathBuf>,
+    config: SuiteConfig,
+}
+
+/// A running suite: the profiler and the orchestrator it watches.
+struct Profiled {
+    profiler: MemoryProfiler,
+    handle: ProfilerHandle,
+    orch: SequentialOrchestrator,
+}
+
+impl MinimalTestFramework {
+    /// A framework over `registry`'s models, admitting loads against `budget`.
+    #[must_use]
+    pub fn new(registry: Registry, budget: Budget) -> Self {
+        Self {
+            registry,
+            budget,
+            orchestrator: OrchestratorConfig::default(),
+            adapters: None,
+            profiler: ProfilerConfig::default(),
+            report_dir: None,
+            config: SuiteConfig::default(),
+        }
+    }
+
+    /// A framework over masp's built-in models (`silero-vad`, `speaker-embedder`) with a budget
+    /// of `limit` (bounded by the machine and cgroup as always).
+    #[must_use]
+    pub fn builtin(limit: Bytes) -> Self {
+        Self::new(
+            Registry::builtin(),
+            Budget::new(BudgetConfig::default().with_limit(limit)),
+        )
+    }
+
+    /// `self` with other thresholds.
+    #[must_use]
+    pub fn with_config(mut self, config: SuiteConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// `self` running `cycles` measured load/unload cycles in [`Self::model_tests`].
+    #[must_use]
+    pub fn with_cycles(mut self, cycles: usize) -> Self {
+        self.config.cycles = cycles;
+        self
+    }
+
+    /// `self` with another orchestrator configuration (resident policy, threads…).
+    #[must_use]
+    pub fn with_orchestrator_config(mut self, config: OrchestratorConfig) -> Self {
+        self.orchestrator = config;
+        self
+    }
+
+    /// `self` loading models through `adapters` (e.g. with an adapter for a model kind of
+    /// yours), as [`SequentialOrchestrator::with_adapters`].
+    #[must_use]
+    pub fn with_adapters(mut self, adapters: AdapterRegistry) -> Self {
+        self.adapters = Some(adapters);
+        self
+    }
+
+    /// `self` profiling with `config` (sampling interval, timeline size). Its budget line is
+    /// set to the budget's limit and its leak tolerance to the suite's.
+    #[must_use]
+    pub fn with_profiler(mut self, config: ProfilerConfig) -> Self {
+        self.profiler = config;
+        self
+    }
+
+    /// `self` writing each suite's reports into `dir/<suite name>/`.
+    #[must_use]
+    pub fn with_report_dir(mut self, dir: &Path) -> Self {
+        self.report_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// `self` writing reports under the directory named by `MASP_TEST_REPORTS`, if it is set.
+    #[must_use]
+    pub fn with_reports_from_env(mut self) -> Self {
+        if let Some(dir) = std::env::var_os(REPORTS_ENV).filter(|d| !d.is_empty()) {
+            self.report_dir = Some(PathBuf::from(dir));
+        }
+        self
+    }
+
+    /// The thresholds in use.
+    #[must_use]
+    pub fn config(&self) -> &SuiteConfig {
+        &self.config
+    }
+
+    /// The budget suites run under.
+    #[must_use]
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    fn orchestrator(
+        &self,
+        profiler: ProfilerHandle,
+        calibration: CalibrationStore,
+        record_events: bool,
+    ) -> Result<SequentialOrchestrator, String> {
+        let config = OrchestratorConfig {
+            record_events: record_events || self.orchestrator.record_events,
+            ..self.orchestrator.clone()
+        };
+        let orch = SequentialOrchestrator::new(
+            self.registry.clone(),
+            self.budget.clone(),
+            profiler,
+            calibration,
+            config,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(match &self.adapters {
+            Some(adapters) => orch.with_adapters(adapters.clone()),
+            None => orch,
+        })
+    }
+
+    /// Start the profiler, then an orchestrator that marks its phases on it (the profiler
+    /// resets the kernel's peak first, so the orchestrator's peak covers only the suite).
+    fn profiled(
+        &self,
+        calibration: CalibrationStore,
+        record_events: bool,
+    ) -> Result<Profiled, String> {
+        let config = self
+            .profiler
+            .clone()
+            .with_budget_limit(self.budget.effective_limit())
+            .with_leak_tolerance(self.config.leak_tolerance);
+        let profiler = MemoryProfiler::start(config).map_err(|e| e.to_string())?;
+        let handle = profiler.handle();
+        let orch = self.orchestrator(handle.clone(), calibration, record_events)?;
+        Ok(Profiled {
+            profiler,
+            handle,
+            orch,
+        })
+    }
+
+    fn finish(&self, mut result: SuiteResult) -> SuiteResult {
+        if let Some(root) = &self.report_dir {
+            let dir = root.join(&result.suite);
+            if let Err(e) = result.write_reports(&dir) {
+                result.record("reports written", Err(e.to_string()));
+            }
+        }
+        result
+    }
+
+    /// The model suite: load/unload `model` in cycles with cleanup and check that
+    ///
+    /// - **loads**: a warm-up load and every measured load succeed;
+    /// - **no leak**: the leak fit ([`assert::leak_verdict`]) over the profiler's measured cycles
+    ///   (default 20) stays under [`SuiteConfig::leak_tolerance`] per cycle (the orchestrator's
+    ///   post-unload shortfall is reported alongside);
+    /// - **peak below budget**: the run's peak RSS stays under the budget's limit;
+    /// - **returns to baseline**: after the last cleanup RSS is within
+    ///   [`SuiteConfig::baseline_tolerance`] of where it was after the warm-up, nothing is
+    ///   reserved and nothing resident;
+    /// - **estimate vs measured**: the metadata estimate of the load peak is within
+    ///   [`SuiteConfig::estimate_under_pct`] below and [`SuiteConfig::estimate_over_pct`] above
+    ///   the measured peak (or within [`SuiteConfig::estimate_slack`] of it).
+    ///
+    /// The suite is named `model-<model>`.
+    #[must_use]
+    pub fn model_tests(&self, model: &str) -> SuiteResult {
+        let mut result = SuiteResult::new(&format!("model-{model}"));
+        // The warm-up cycle, outside the profiled run: the first session of a process pays for
+        // ONNX Runtime's globals, which never come back and are not a leak.
+        let mut warm = match self.orchestrator(
+            ProfilerHandle::disabled(),
+            CalibrationStore::in_memory(),
+            false,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                result.record("loads", Err(format!("{model}: {e}")));
+                return self.finish(result);
+            }
+        };
+        let metadata = warm.prepare(model).map(|p| p.metadata_estimate.load_peak);
+        if let Err(e) = warm.load_model(model) {
+            result.record("loads", Err(format!("{model} does not load: {e}")));
+            return self.finish(result);
+        }
+        warm.unload_model(model);
+        let first = warm.stats().get(model).cloned().unwrap_or_default();
+        drop(warm);
+
+        let Profiled {
+            profiler,
+            handle: _,
+            mut orch,
+        } = match self.profiled(CalibrationStore::in_memory(), false) {
+            Ok(p) => p,
+            Err(e) => {
+                result.record("loads", Err(e));
+                return self.finish(result);
+            }
+        };
+        let mut load_errors = Vec::new();
+        for _ in 0..self.config.cycles {
+            match orch.load_model(model) {
+                Ok(()) => {
+                    orch.unload_model(model);
+                }
+                Err(e) => load_errors.push(e.to_string()),
+            }
+        }
+        let reserved = orch.budget().reserved();
+        let resident: Vec<String> = orch
+            .resident_models()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let stats = orch.stats().get(model).cloned().unwrap_or_default();
+        let peak = orch.peak_rss();
+        drop(orch);
+        let mut profile = profiler.stop();
+        profile.kernel_peak = profile.kernel_peak.max(Some(peak));
+        let report = profile.report();
+
+        result.record(
+            "loads",
+            if load_errors.is_empty() {
+                Ok(format!(
+                    "{} loads; first load peak {}, resident {}",
+                    self.config.cycles + 1,
+                    first.measured_peak_max,
+                    first.resident
+                ))
+            } else {
+                Err(format!(
+                    "{model}: {} of {} loads failed; first: {}",
+                    load_errors.len(),
+                    self.config.cycles,
+                    load_errors[0]
+                ))
+            },
+        );
+
+        let cycles: Vec<masp_profiler::Cycle> = report
+            .cycles
+            .iter()
+            .filter(|c| c.model == model)
+            .cloned()
+            .collect();
+        let (verdict, growth) = assert::leak_verdict(&cycles, self.config.leak_tolerance);
+        let leak_figures = format!(
+            "{verdict}; fitted {} per cycle over {} cycles; orchestrator's post-unload check \
+             flagged {} (largest shortfall {})",
+            growth.map_or_else(|| "n/a".to_owned(), |g| g.to_string()),
+            cycles.len(),
+            stats.leaks_suspected,
+            stats.shortfall_max
+        );
+        result.record(
+            "no leak",
+            match assert::assert_no_leak(&cycles, self.config.leak_tolerance) {
+                Err(failure) => Err(format!(
+                    "{}\n{}",
+                    failure.message,
+                    assert::timeline_summary(&report)
+                )),
+                Ok(()) => Ok(leak_figures),
+            },
+        );
+
+        let limit = self.budget.effective_limit();
+        result.record(
+            "peak below budget",
+            assert::assert_peak_below(&report, limit)
+                .map(|()| peak_figures(&report, limit))
+                .map_err(|f| explain(model, &f)),
+        );
+
+        result.record(
+            "returns to baseline",
+            baseline_check(model, &report, &self.config, reserved, &resident),
+        );
+
+        result.record(
+            "estimate vs measured",
+            match metadata {
+                Ok(estimate) => {
+                    estimate_check(model, estimate, first.measured_peak_max, &self.config)
+                }
+                Err(e) => Err(format!("{model}: cannot estimate: {e}")),
+            },
+        );
+        result.report = Some(report);
+        self.finish(result)
+    }
+
+    /// The orchestration suite: `pipeline` (model names, in stage order) over every input
+    /// (each file goes through the stages in order, a stage depending on the previous one), as
+    /// one batch run [`SuiteConfig::repeats`] times (default 3), checking
+    ///
+    /// - **sequential execution**: every task succeeds, each model is loaded once per batch
+    ///   (as planned), and no more models are ever resident together than the policy allows
+    ///   (one by default);
+    /// - **memory stability**: the batches' peaks and end RSS spread by at most
+    ///   [`SuiteConfig::stability_tolerance`];
+    /// - **peak below budget**;
+    /// - **resource cleanup**: at the end nothing is reserved or resident, and RSS is within [`SuiteConfig::baseline_tolerance`] of where it started
+    ///   (after each model's warm-up load).
+    ///
+    /// The suite is named `orchestration-<stage>+<stage>…`.
+    #[must_use]
+    pub fn orchestration_tests(&self, pipeline: &[&str], inputs: &[PathBuf]) -> SuiteResult {
+        let mut result = SuiteResult::new(&format!("orchestration-{}", pipeline.join("+")));
+        if pipeline.is_empty() || inputs.is_empty() {
+            result.record(
+                "sequential execution",
+                Err("an orchestration suite needs at least one stage and one input".into()),
+            );
+            return self.finish(result);
+        }
+        let work = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                result.record("sequential execution", Err(format!("no work dir: {e}")));
+                return self.finish(result);
+            }
+        };
+        let tasks = self.pipeline_tasks(pipeline, inputs, work.path());
+        let models: BTreeSet<&str> = pipeline.iter().copied().collect();
+
+        // Warm up every model once outside the profiled run (ONNX Runtime's per-process globals).
+        match self.orchestrator(
+            ProfilerHandle::disabled(),
+            CalibrationStore::in_memory(),
+            false,
+        ) {
+            Ok(mut warm) => {
+                for m in &models {
+                    if let Err(e) = warm.load_model(m) {
+                        result.record(
+                            "sequential execution",
+                            Err(format!("{m} does not load: {e}")),
+                        );
+                        return self.finish(result);
+                    }
+                    warm.unload_model(m);
+                }
+            }
+            Err(e) => {
+                result.record("sequential execution", Err(e));
+                return self.finish(result);
+            }
+        }
+
+        let Profiled {
+            profiler,
+            handle,
+            mut orch,
+        } = match self.profiled(CalibrationStore::in_memory(), true) {
+            Ok(p) => p,
+            Err(e) => {
+                result.record("sequential execution", Err(e));
+                return self.finish(result);
+            }
+        };
+        let repeats = self.config.repeats.max(1);
+        let mut problems: Vec<String> = Vec::new();
+        let mut loads_per_run = Vec::new();
+        for run in 1..=repeats {
+            handle.note(&format!("run {run} start"));
+            let mut failures: Vec<String> = Vec::new();
+            let outcome = orch.run_batch(&tasks, &mut |i, r| {
+                if let Err(e) = r {
+                    failures.push(format!("{}: {e}", tasks[i].task.label));
+                }
+            });
+            handle.note(&format!("run {run} end"));
+            match outcome {
+                Ok(summary) => {
+                    loads_per_run.push(summary.n_loads);
+                    if summary.n_loads != models.len() || summary.planned_loads != models.len() {
+                        problems.push(format!(
+                            "run {run}: {} loads ({} planned) for {} models",
+                            summary.n_loads,
+                            summary.planned_loads,
+                            models.len()
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("run {run}: the batch cannot run: {e}")),
+            }
+            for f in failures.into_iter().take(5) {
+                problems.push(format!("run {run}: {f}"));
+            }
+        }
+        let max_resident = max_resident(orch.events());
+        let allowed = self.orchestrator.max_resident.max(1);
+        if max_resident > allowed {
+            problems.push(format!(
+                "{max_resident} models were resident at once; the policy allows {allowed}"
+            ));
+        }
+        let reserved = orch.budget().reserved();
+        let resident: Vec<String> = orch
+            .resident_models()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let leaks: Vec<String> = orch
+            .stats()
+            .iter()
+            .filter(|(_, s)| s.leaks_suspected > 0)
+            .map(|(m, s)| {
+                format!(
+                    "{m}: {} (largest shortfall {})",
+                    s.leaks_suspected, s.shortfall_max
+                )
+            })
+            .collect();
+        let peak = orch.peak_rss();
+        drop(orch);
+        let mut profile = profiler.stop();
+        profile.kernel_peak = profile.kernel_peak.max(Some(peak));
+        let report = profile.report();
+
+        result.record(
+            "sequential execution",
+            if problems.is_empty() {
+                Ok(format!(
+                    "{repeats} runs × {} tasks ok; loads per run {loads_per_run:?} for {} \
+                     models; at most {max_resident} resident",
+                    tasks.len(),
+                    models.len()
+                ))
+            } else {
+                Err(format!(
+                    "{}\n{}",
+                    problems.join("; "),
+                    assert::timeline_summary(&report)
+                ))
+            },
+        );
+
+        let runs = run_figures(&report, repeats);
+        result.record(
+            "memory stability",
+            stability_check(&runs, self.config.stability_tolerance, &report),
+        );
+
+        let limit = self.budget.effective_limit();
+        result.record(
+            "peak below budget",
+            assert::assert_peak_below(&report, limit)
+                .map(|()| peak_figures(&report, limit))
+                .map_err(|f| explain(&pipeline.join("+"), &f)),
+        );
+
+        let mut cleanup = baseline_check(
+            &pipeline.join("+"),
+            &report,
+            &self.config,
+            reserved,
+            &resident,
+        );
+        // The orchestrator's check right after each unload is informational: RSS that an unload
+        // frees often comes back only at the next trim (before the next load), which the leak
+        // fit and the end-of-run baseline see and this check does not.
+        if !leaks.is_empty() {
+            cleanup = cleanup.map(|figures| {
+                format!("{figures}; post-unload check flagged {}", leaks.join(", "))
+            });
+        }
+        result.record("resource cleanup", cleanup);
+        result.report = Some(report);
+        self.finish(result)
+    }
+
+    fn pipeline_tasks(&self, pipeline: &[&str], inputs: &[PathBuf], work: &Path) -> Vec<BatchTask> {
+        let mut tasks = Vec::new();
+        for input in inputs {
+            let file = input.file_name().map_or_else(
+                || input.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            for (stage, model) in pipeline.iter().enumerate() {
+                let kind = self.registry.get(model).map(|s| s.kind);
+                let params = match kind {
+                    Some(ModelKind::Vad) => TaskParams::Vad(VadParams::default()),
+                    Some(ModelKind::SpeakerEmbedding) => TaskParams::Embed {
+                        output_dir: None,
+                        windows: None,
+                    },
+                    _ => TaskParams::Generic {
+                        output_dir: work.join(model),
+                    },
+                };
+                let depends_on = if stage == 0 {
+                    Vec::new()
+                } else {
+                    vec![tasks.len() - 1]
+                };
+                tasks.push(BatchTask {
+                    task: AudioTask {
+                        label: format!("{model} {file}"),
+                        model: (*model).to_owned(),
+                        input: input.clone(),
+                        params,
+                    },
+                    depends_on,
+                    priority: 0,
+                });
+            }
+        }
+        tasks
+    }
+}
+
+/// A failed assertion as a check's failure text: the subject and message on the first line (the
+/// table's figures), the evidence below.
+fn explain(subject: &str, failure: &AssertionFailure) -> String {
+    format!("{subject}: {}\n{}", failure.message, failure.summary)
+}
+
+fn peak_figures(report: &Report, limit: Bytes) -> String {
+    let peak = assert::peak_of(report);
+    format!(
+        "peak {peak} of {limit} ({:.0}%)",
+        100.0 * peak.as_mib_f64() / limit.as_mib_f64().max(f64::MIN_POSITIVE)
+    )
+}
+
+fn baseline_check(
+    subject: &str,
+    report: &Report,
+    config: &SuiteConfig,
+    reserved: Bytes,
+    resident: &[String],
+) -> std::result::Result<String, String> {
+    if reserved > Bytes::ZERO || !resident.is_empty() {
+        return Err(format!(
+            "{subject}: after cleanup {reserved} is still reserved and {resident:?} resident"
+        ));
+    }
+    assert::assert_returns_to_baseline(report, config.baseline_tolerance)
+        .map(|()| {
+            let start = report.rss_start.unwrap_or_default();
+            let end = report.rss_end.unwrap_or_default();
+            format!(
+                "RSS {start} → {end} ({}), 0 B reserved, nothing resident",
+                masp_profiler::ByteDelta::between(start, end)
+            )
+        })
+        .map_err(|f| explain(subject, &f))
+}
+
+fn estimate_check(
+    model: &str,
+    estimate: Bytes,
+    measured: Bytes,
+    config: &SuiteConfig,
+) -> std::result::Result<String, String> {
+    let error_pct =
+        (estimate.get() as f64 - measured.get() as f64) / measured.get().max(1) as f64 * 100.0;
+    let figures =
+        format!("metadata estimate {estimate}, measured load peak {measured} ({error_pct:+.0}%)");
+    let within = (-config.estimate_under_pct..=config.estimate_over_pct).contains(&error_pct)
+        || estimate.get().abs_diff(measured.get()) <= config.estimate_slack.get();
+    if within {
+        Ok(figures)
+    } else if error_pct < 0.0 {
+        Err(format!(
+            "{model}: {figures}: the estimate is more than {}% (and {}) too low, so the budget \
+             admits loads that take more than was reserved",
+            config.estimate_under_pct, config.estimate_slack
+        ))
+    } else {
+        Err(format!(
+            "{model}: {figures}: the estimate is more than {}% (and {}) too high",
+            config.estimate_over_pct, config.estimate_slack
+        ))
+    }
+}
+
+/// Most models resident at once, from the orchestrator's events.
+fn max_resident(events: &[RunEvent]) -> usize {
+    let mut now: BTreeSet<&str> = BTreeSet::new();
+    let mut most = 0;
+    for e in events {
+        match e {
+            RunEvent::Loaded { model, .. } => {
+                now.insert(model);
+                most = most.max(now.len());
+            }
+            RunEvent::Unloaded { model, .. } => {
+                now.remove(model.as_str());
+            }
+            _ => {}
+        }
+    }
+    most
+}
+
+/// One batch run's memory: its peak and the RSS it ended at.
+#[derive(Debug, Clone, Copy)]
+struct RunMemory {
+    peak: Bytes,
+    end: Bytes,
+}
+
+/// Per-run peak and end RSS from the `run N start` / `run N end` notes.
+fn run_figures(report: &Report, repeats: usize) -> Vec<Option<RunMemory>> {
+    let note = |text: &str| {
+        report
+            .marks
+            .iter()
+            .position(|m| matches!(&m.event, Event::Note { text: t } if t == text))
+    };
+    (1..=repeats)
+        .map(|run| {
+            let start = note(&format!("run {run} start"))?;
+            let end = note(&format!("run {run} end"))?;
+            let peak = report.marks[start + 1..=end]
+                .iter()
+                .map(|m| m.peak_since_previous.max(m.rss))
+                .max()?;
+            Some(RunMemory {
+                peak,
+                end: report.marks[end].rss,
+            })
+        })
+        .collect()
+}
+
+fn stability_check(
+    runs: &[Option<RunMemory>],
+    tolerance: Bytes,
+    report: &Report,
+) -> std::result::Result<String, String> {
+    let Some(runs) = runs.iter().copied().collect::<Option<Vec<_>>>() else {
+        return Err("the profiler lost a run's start or end mark".into());
+    };
+    let spread = |f: fn(&RunMemory) -> Bytes| {
+        let values: Vec<Bytes> = runs.iter().map(f).collect();
+        let max = values.iter().copied().max().unwrap_or_default();
+        let min = values.iter().copied().min().unwrap_or_default();
+        (values, max.saturating_sub(min))
+    };
+    let (peaks, peak_spread) = spread(|r| r.peak);
+    let (ends, end_spread) = spread(|r| r.end);
+    let list = |v: &[Bytes]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut figures = String::new();
+    let _ = write!(
+        figures,
+        "peaks {} (spread {peak_spread}); end RSS {} (spread {end_spread})",
+        list(&peaks),
+        list(&ends)
+    );
+    if peak_spread <= tolerance && end_spread <= tolerance {
+        Ok(figures)
+    } else {
+        Err(format!(
+            "memory is not stable over repeated batches (tolerance {tolerance}): {figures}\n{}",
+            assert::timeline_summary(report)
+        ))
+    }
+}

@@ -1,0 +1,396 @@
+//! `cargo xtask bench`: the side-by-side benchmark suite. Everything is measured in one run on
+//! this machine and reported as ratios against baselines from the same run: the bare ONNX
+//! Runtime floor, the official silero-vad package, faster-whisper's VAD path.
+//!
+//! Writes `target/masp-bench/results.json` and `results.md`. The Python references run in a
+//! throwaway virtualenv under `target/masp-bench/venv` (PyPI's torch is large), or in the
+//! interpreter `MASP_BENCH_PYTHON` names. Not part of CI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::suites::{cargo, ensure_setup, workspace_root};
+
+/// A finished child: wall time and its peak RSS (from wait4).
+struct Measured {
+    wall_s: f64,
+    peak_rss_bytes: u64,
+    stdout: String,
+}
+
+fn measure(cmd: &mut Command) -> Result<Measured> {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning")?;
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout {
+        std::io::Read::read_to_string(&mut out, &mut stdout)?;
+    }
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall_s = started.elapsed().as_secs_f64();
+    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("benchmark command failed: {cmd:?}");
+    }
+    Ok(Measured {
+        wall_s,
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        stdout,
+    })
+}
+
+/// A 16 kHz mono 16-bit WAV of `seconds`, made by repeating the committed speech sample.
+fn speech_wav(path: &Path, seconds: u64) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let sample = std::fs::read(workspace_root().join("assets/samples/two_voices.wav"))?;
+    let data_at = sample
+        .windows(4)
+        .position(|w| w == b"data")
+        .context("sample has no data chunk")?
+        + 8;
+    let pcm = &sample[data_at..];
+    let total = seconds * 16_000 * 2;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    use std::io::Write;
+    out.write_all(b"RIFF")?;
+    out.write_all(&(36 + total as u32).to_le_bytes())?;
+    out.write_all(b"WAVEfmt ")?;
+    for v in [
+        16u32.to_le_bytes(),
+        [1, 0, 1, 0],
+        16_000u32.to_le_bytes(),
+        32_000u32.to_le_bytes(),
+        [2, 0, 16, 0],
+    ] {
+        out.write_all(&v)?;
+    }
+    out.write_all(b"data")?;
+    out.write_all(&(total as u32).to_le_bytes())?;
+    let mut written = 0u64;
+    while written < total {
+        let n = (total - written).min(pcm.len() as u64) as usize;
+        out.write_all(&pcm[..n])?;
+        written += n as u64;
+    }
+    Ok(())
+}
+
+fn python(dir: &Path) -> Result<String> {
+    if let Ok(p) = std::env::var("MASP_BENCH_PYTHON") {
+        return Ok(p);
+    }
+    let venv = dir.join("venv");
+    let py = venv.join("bin/python");
+    if !py.is_file() {
+        println!(
+            "creating the reference virtualenv in {} (torch is large: minutes)",
+            venv.display()
+        );
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()?
+            .success();
+        if !ok {
+            bail!("python3 -m venv failed");
+        }
+        let ok = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "silero-vad==6.2.3",
+                "onnxruntime==1.31.1",
+                "numpy",
+                "torch",
+            ])
+            .status()?
+            .success()
+            && Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-deps",
+                    "faster-whisper==1.2.1",
+                ])
+                .status()?
+                .success();
+        if !ok {
+            bail!("installing the Python references failed");
+        }
+    }
+    Ok(py.to_string_lossy().into_owned())
+}
+
+pub fn run() -> Result<()> {
+    ensure_setup()?;
+    let root = workspace_root();
+    let dir = root.join("target/masp-bench");
+    std::fs::create_dir_all(&dir)?;
+    println!("building (release)");
+    let ok = cargo()
+        .args(["build", "--release", "--quiet", "-p", "masp-cli"])
+        .current_dir(&root)
+        .status()?
+        .success()
+        && cargo()
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "masp-orchestrator",
+                "--example",
+                "vad_floor",
+            ])
+            .current_dir(&root)
+            .status()?
+            .success();
+    if !ok {
+        bail!("release build failed");
+    }
+    let masp = root.join("target/release/masp");
+    let floor_bin = root.join("target/release/examples/vad_floor");
+    println!("making audio in {}", dir.display());
+    let (one_min, hour, ten_hours) = (
+        dir.join("one_min.wav"),
+        dir.join("sixty_min.wav"),
+        dir.join("ten_hours.wav"),
+    );
+    speech_wav(&one_min, 60)?;
+    speech_wav(&hour, 3600)?;
+    speech_wav(&ten_hours, 36_000)?;
+    let batch: Vec<PathBuf> = (0..20)
+        .map(|i| dir.join(format!("batch_{i:02}.wav")))
+        .collect();
+    for f in &batch {
+        speech_wav(f, 180)?;
+    }
+    let mut results = serde_json::Map::new();
+
+    println!("1/6 ONNX Runtime floor vs masp's path (same process, pre-decoded vs full)");
+    let floor = measure(Command::new(&floor_bin).arg(&hour))?;
+    let line = floor
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("silero-vad-sequence"))
+        .context("no floor line")?;
+    let nums: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let (floor_s, inproc_s) = (nums[0], nums[1]);
+    results.insert("floor_60min_s".into(), json!(floor_s));
+    results.insert("masp_path_in_process_60min_s".into(), json!(inproc_s));
+
+    println!("2/6 masp vad, 60 min and 1 min and 10 h, one thread");
+    let vad = |file: &Path, extra: &[&str]| -> Result<Measured> {
+        measure(
+            Command::new(&masp)
+                .args(["vad", "--format", "csv"])
+                .args(extra)
+                .arg(file),
+        )
+    };
+    let m60 = vad(&hour, &[])?;
+    let m1 = vad(&one_min, &[])?;
+    let m600 = vad(&ten_hours, &[])?;
+    results.insert(
+        "masp_vad_60min".into(),
+        json!({"wall_s": m60.wall_s, "peak_rss_bytes": m60.peak_rss_bytes}),
+    );
+    results.insert(
+        "masp_vad_1min".into(),
+        json!({"wall_s": m1.wall_s, "peak_rss_bytes": m1.peak_rss_bytes}),
+    );
+    results.insert(
+        "masp_vad_10h".into(),
+        json!({"wall_s": m600.wall_s, "peak_rss_bytes": m600.peak_rss_bytes}),
+    );
+
+    println!("3/6 20 files × 3 min: one thread, two threads, two processes");
+    let batch_args: Vec<&std::ffi::OsStr> = batch.iter().map(|p| p.as_os_str()).collect();
+    let b1 = measure(
+        Command::new(&masp)
+            .args(["vad", "--format", "csv"])
+            .args(&batch_args),
+    )?;
+    let b2 = measure(
+        Command::new(&masp)
+            .args(["vad", "--format", "csv", "--threads", "2"])
+            .args(&batch_args),
+    )?;
+    let started = Instant::now();
+    let halves: Vec<_> = batch_args
+        .chunks(10)
+        .map(|half| {
+            Command::new(&masp)
+                .args(["vad", "--format", "csv"])
+                .args(half)
+                .stdout(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for mut child in halves {
+        if !child.wait()?.success() {
+            bail!("a shard failed");
+        }
+    }
+    let two_procs_s = started.elapsed().as_secs_f64();
+    results.insert("batch20_one_thread_s".into(), json!(b1.wall_s));
+    results.insert("batch20_two_threads_s".into(), json!(b2.wall_s));
+    results.insert("batch20_two_processes_s".into(), json!(two_procs_s));
+
+    println!("4/6 the official silero-vad package (Python, ONNX path, one thread)");
+    let py = python(&dir)?;
+    let script = root.join("scripts/bench/reference_vad.py");
+    let reference = |which: &str| -> Result<Value> {
+        let m = measure(
+            Command::new(&py)
+                .arg(&script)
+                .arg(which)
+                .arg(&hour)
+                .env("OMP_NUM_THREADS", "1"),
+        )?;
+        let mut v: Value = serde_json::from_str(m.stdout.trim()).context("reference output")?;
+        v["process_wall_s"] = json!(m.wall_s);
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("segments");
+        }
+        Ok(v)
+    };
+    let silero = reference("silero")?;
+    println!("5/6 faster-whisper's VAD path (torch-free loader)");
+    let fw = reference("faster-whisper")?;
+    results.insert("silero_vad_python_60min".into(), silero.clone());
+    results.insert("faster_whisper_vad_60min".into(), fw.clone());
+
+    println!("6/6 writing results");
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let silero_s = silero["wall_s"].as_f64().unwrap_or(f64::NAN);
+    let fw_s = fw["wall_s"].as_f64().unwrap_or(f64::NAN);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let rows = vec![
+        (
+            "masp vad 60 min, end to end / ONNX Runtime floor",
+            format!("{:.2}×", ratio(m60.wall_s, floor_s)),
+            "≤ 1.15×",
+        ),
+        (
+            "official silero-vad / masp vad (60 min)",
+            format!("{:.2}×", ratio(silero_s, m60.wall_s)),
+            "≥ 3.5×",
+        ),
+        (
+            "faster-whisper VAD / masp vad (60 min)",
+            format!("{:.2}×", ratio(fw_s, m60.wall_s)),
+            "> 1×",
+        ),
+        (
+            "masp vad real-time factor (60 min, 1 thread)",
+            format!("{:.0}×", 3600.0 / m60.wall_s),
+            "≥ 1000× (stretch)",
+        ),
+        (
+            "masp vad peak RSS (60 min)",
+            format!("{:.1} MiB", mib(m60.peak_rss_bytes)),
+            "≤ 64 MiB",
+        ),
+        (
+            "peak RSS 10 h / 1 min",
+            format!(
+                "{:.3}×",
+                ratio(m600.peak_rss_bytes as f64, m1.peak_rss_bytes as f64)
+            ),
+            "≤ 1.05×",
+        ),
+        (
+            "20-file throughput, 2 threads / 1 thread",
+            format!("{:.2}×", ratio(b1.wall_s, b2.wall_s)),
+            "≥ 1.8×",
+        ),
+        (
+            "20-file throughput, 2 processes / 1",
+            format!("{:.2}×", ratio(b1.wall_s, two_procs_s)),
+            "≥ 1.8×",
+        ),
+        (
+            "aggregate real time, 2 processes",
+            format!("{:.0}×", 20.0 * 180.0 / two_procs_s),
+            "≥ 1000×",
+        ),
+        (
+            "masp path in process / floor (decode+resample+segment overhead)",
+            format!("{:.3}×", ratio(inproc_s, floor_s)),
+            "≤ 1.05×",
+        ),
+        (
+            "official silero-vad peak RSS",
+            format!(
+                "{:.0} MiB",
+                mib(silero["peak_rss_bytes"].as_u64().unwrap_or(0))
+            ),
+            "—",
+        ),
+        (
+            "faster-whisper VAD peak RSS",
+            format!("{:.0} MiB", mib(fw["peak_rss_bytes"].as_u64().unwrap_or(0))),
+            "—",
+        ),
+    ];
+    let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
+    for (name, value, target) in &rows {
+        md.push_str(&format!("| {name} | {value} | {target} |\n"));
+    }
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default()
+    );
+    results.insert("machine".into(), json!(machine));
+    results.insert(
+        "table".into(),
+        json!(
+            rows.iter()
+                .map(|(a, b, c)| json!([a, b, c]))
+                .collect::<Vec<_>>()
+        ),
+    );
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_vec_pretty(&Value::Object(results))?,
+    )?;
+    std::fs::write(
+        dir.join("results.md"),
+        format!("Machine: {machine}\n\n{md}"),
+    )?;
+    println!("\n{md}\nwritten: {}", dir.join("results.json").display());
+    Ok(())
+}
