@@ -744,9 +744,16 @@ impl SequentialOrchestrator {
             .fold(Bytes::new(0), |acc, r| acc.saturating_add(r.resident));
         drop(model.adapter);
         drop(model._reservation);
-        let trimmed = self.cleanup();
-        let rss_after = rss();
+        let mut trimmed = self.cleanup();
+        let mut rss_after = rss();
         let expected = model.rss_before_load.saturating_add(later);
+        if rss_after.saturating_sub(expected) > self.config.cleanup_tolerance {
+            // Freed memory sometimes reaches the OS only at a later trim (measured with the
+            // speaker embedder: ~20 MiB high after the first trim, back at the next one). Trim
+            // once more before suspecting a leak.
+            trimmed = trimmed.saturating_add(trim::release_freed_memory().returned);
+            rss_after = rss();
+        }
         let shortfall = rss_after.saturating_sub(expected);
         let leak_suspected = shortfall > self.config.cleanup_tolerance;
         if leak_suspected {
