@@ -3,5 +3,6 @@
 // A test fails by panicking; helpers here unwrap what a correct setup guarantees.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod diarize;
 mod embed_parity;
 mod vad_parity;

@@ -2,6 +2,8 @@
 //! decides exit codes.
 
 mod context;
+mod diarize;
+mod embed;
 mod models;
 mod output;
 mod pipeline;
@@ -36,6 +38,10 @@ enum Command {
     Plan(pipeline::PipelineArgs),
     /// List, verify, optimise or calibrate models.
     Models(models::ModelsArgs),
+    /// Who spoke when: VAD, speaker embeddings over the speech, clustering into speakers.
+    Diarize(diarize::DiarizeArgs),
+    /// One speaker embedding per speech segment (or per window) of each file.
+    Embed(embed::EmbedArgs),
 }
 
 /// What a command reports back to `main`.
@@ -68,6 +74,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => pipeline::run(&args),
         Command::Plan(args) => pipeline::plan(&args),
         Command::Models(args) => models::run(&args),
+        Command::Diarize(args) => diarize::run(&args),
+        Command::Embed(args) => embed::run(&args),
     }
 }
 

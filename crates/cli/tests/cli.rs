@@ -343,7 +343,7 @@ fn models_list_and_verify_report_every_builtin() {
     assert_eq!(verify.status.code(), Some(0), "{text}");
     assert_eq!(
         text.lines().filter(|l| l.starts_with("ok")).count(),
-        2,
+        3,
         "{text}"
     );
 }

@@ -20,10 +20,18 @@ fn main() {
     let audio_s = samples.len() as f64 / 16_000.0;
     let runtime = Runtime::get().unwrap();
     let load = |asset: &Asset| {
-        SileroVad::load(runtime, asset.id, &asset.locate().unwrap(), SessionOptions::default())
-            .unwrap()
+        SileroVad::load(
+            runtime,
+            asset.id,
+            &asset.locate().unwrap(),
+            SessionOptions::default(),
+        )
+        .unwrap()
     };
-    println!("{:<22} {:>10} {:>10} {:>9}", "model", "floor s", "masp s", "ratio");
+    println!(
+        "{:<22} {:>10} {:>10} {:>9}",
+        "model", "floor s", "masp s", "ratio"
+    );
     for asset in [&assets::SILERO_VAD, &assets::SILERO_VAD_SEQUENCE] {
         let mut vad = load(asset);
         // The floor: the same calls in the same 2 s blocks, audio already decoded.

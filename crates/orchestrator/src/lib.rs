@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod batch;
+pub mod diarize;
 pub mod embedder;
 mod error;
 pub mod journal;

@@ -1,0 +1,564 @@
+//! `masp diarize`: who spoke when — VAD, speaker embeddings of windows over the speech, then
+//! clustering into speakers — as a sequential plan with intermediate results in a run directory.
+//!
+//! Under the default policy (`--max-resident 1`) the work is two batches: the VAD batch (VAD
+//! loaded once for all files, its segments written to `<run-dir>/<id>.segments.json`), then,
+//! after the VAD is unloaded and memory cleaned up, the embedding batch built from those files
+//! (the embedder loaded once; embeddings written to `<run-dir>/<id>.embeddings.json`). Clustering
+//! then reads one file's embeddings at a time, so memory does not grow with the number of files.
+//! A file whose segments JSON is newer than the file itself skips the VAD (a simple resume).
+//! With `--max-resident 2` or more both models stay loaded and each file goes through both in
+//! turn (for comparison: faster switching, higher peak).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use masp_orchestrator::AudioTask;
+use masp_orchestrator::adapter::{RangeEmbedding, TaskOutput, TaskParams};
+use masp_orchestrator::batch::BatchTask;
+use masp_orchestrator::diarize::{self, Clustering, SpeakerOptions, Turn, WindowConfig};
+use masp_orchestrator::embedder::Embedding;
+use masp_orchestrator::vad::VadParams;
+use serde::{Deserialize, Serialize};
+
+use crate::Outcome;
+use crate::context::{Common, Session};
+
+/// Output formats of `masp diarize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiarizeFormat {
+    /// NIST RTTM: one `SPEAKER <file-id> 1 <start> <dur> <NA> <NA> <speaker> <NA> <NA>` line per
+    /// turn; the file id is the file name without extension.
+    Rttm,
+    /// A JSON array with one object per file (path, duration, speakers, turns).
+    Json,
+}
+
+/// Flags of `masp diarize`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  masp diarize meeting.wav\n  \
+masp diarize --speakers 2 --format rttm calls/*.wav > calls.rttm\n  \
+masp diarize --report report/ --run-dir work/ *.flac\n\n\
+Exit status: 0 when every file succeeded, 2 when any file failed (each failure is one line on \
+stderr and the other files are still processed), 1 for usage errors.")]
+pub struct DiarizeArgs {
+    /// Exactly this many speakers per file (fewer only if a file has fewer windows).
+    #[arg(long, value_name = "N", conflicts_with = "threshold")]
+    speakers: Option<usize>,
+    /// Cosine distance (0..2) at which speaker clusters stop merging [default: 1.2].
+    #[arg(long, value_name = "T")]
+    threshold: Option<f64>,
+    /// Average each window's embedding with those within this many seconds in its segment.
+    #[arg(long, default_value_t = 1.5, value_name = "SECONDS")]
+    smoothing_s: f64,
+    /// Cluster raw embeddings instead of embeddings centred on the file's mean.
+    #[arg(long)]
+    no_centre: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiarizeFormat::Rttm)]
+    format: DiarizeFormat,
+    #[command(flatten)]
+    stages: StageArgs,
+    /// Where intermediate results (segments, embeddings) go; reused on the next run.
+    #[arg(long, default_value = "masp-run/diarize", value_name = "DIR")]
+    run_dir: PathBuf,
+    #[command(flatten)]
+    common: Common,
+    /// Audio files (wav, flac, mp3, ogg/vorbis).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// Flags shared by `masp diarize` and `masp embed`: models and windows.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// Embedding window length over speech, in seconds.
+    #[arg(long, default_value_t = 1.5, value_name = "SECONDS")]
+    pub window_s: f64,
+    /// Seconds between embedding windows.
+    #[arg(long, default_value_t = 0.75, value_name = "SECONDS")]
+    pub hop_s: f64,
+    /// The VAD model (a registry name).
+    #[arg(long, default_value = "silero-vad", value_name = "NAME")]
+    pub vad_model: String,
+    /// The speaker-embedding model (a registry name).
+    #[arg(long, default_value = "speaker-embedder", value_name = "NAME")]
+    pub embed_model: String,
+}
+
+impl StageArgs {
+    pub fn windows(&self) -> WindowConfig {
+        WindowConfig {
+            window_s: self.window_s,
+            hop_s: self.hop_s,
+        }
+    }
+}
+
+/// What the VAD stage leaves in the run directory for one file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SegmentsDoc {
+    pub path: PathBuf,
+    pub duration_s: f64,
+    /// Speech segments `[start_s, end_s]`.
+    pub segments: Vec<(f64, f64)>,
+}
+
+/// What the embedding stage leaves in the run directory for one file.
+#[derive(Debug, Serialize, Deserialize)]
+struct EmbeddingsDoc {
+    path: PathBuf,
+    windows: Vec<(f64, f64)>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+/// One input through the stages: where its intermediate files go, and whether it failed.
+#[derive(Debug)]
+pub struct Job {
+    pub path: PathBuf,
+    /// Run-directory name: `<stem>-<hash of the path>`, so equal stems do not collide.
+    pub id: String,
+    pub failed: bool,
+}
+
+impl Job {
+    pub fn new(path: &Path) -> Self {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Self {
+            path: path.to_path_buf(),
+            id: format!(
+                "{stem}-{:08x}",
+                fnv1a(absolute.to_string_lossy().as_bytes())
+            ),
+            failed: false,
+        }
+    }
+
+    pub fn segments_path(&self, run_dir: &Path) -> PathBuf {
+        run_dir.join(format!("{}.segments.json", self.id))
+    }
+
+    fn embeddings_path(&self, run_dir: &Path) -> PathBuf {
+        run_dir.join(format!("{}.embeddings.json", self.id))
+    }
+
+    /// Report a failure: one line on stderr naming the file; the batch goes on.
+    pub fn fail(&mut self, reason: &str) {
+        self.failed = true;
+        eprintln!("masp: {}: {reason}", self.path.display());
+    }
+}
+
+/// 32-bit FNV-1a: stable across runs and Rust versions (the run directory outlives a build).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a file that exists is
+/// complete (a later run may trust it).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// True when `derived` exists and is at least as new as `source`.
+fn up_to_date(derived: &Path, source: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    match (modified(derived), modified(source)) {
+        (Ok(d), Ok(s)) => d >= s,
+        _ => false,
+    }
+}
+
+fn save_segments(job: &Job, run_dir: &Path, output: TaskOutput) -> anyhow::Result<()> {
+    let TaskOutput::Segments(outcome) = output else {
+        anyhow::bail!("the VAD model returned no speech segments");
+    };
+    let doc = SegmentsDoc {
+        path: job.path.clone(),
+        duration_s: outcome.duration_s(),
+        segments: outcome
+            .segments
+            .iter()
+            .map(|s| (s.start_s(), s.end_s()))
+            .collect(),
+    };
+    write_atomically(&job.segments_path(run_dir), &serde_json::to_vec(&doc)?)
+}
+
+pub fn read_segments(job: &Job, run_dir: &Path) -> anyhow::Result<SegmentsDoc> {
+    let path = job.segments_path(run_dir);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+fn vad_task(job: &Job, model: &str) -> AudioTask {
+    AudioTask {
+        label: format!("vad {}", job.path.display()),
+        model: model.to_string(),
+        input: job.path.clone(),
+        params: TaskParams::Vad(VadParams::default()),
+    }
+}
+
+fn embed_task(job: &Job, model: &str, windows: Vec<(f64, f64)>, out: Option<&Path>) -> AudioTask {
+    AudioTask {
+        label: format!("embed {}", job.path.display()),
+        model: model.to_string(),
+        input: job.path.clone(),
+        params: TaskParams::Embed {
+            output_dir: out.map(Path::to_path_buf),
+            windows: Some(windows),
+        },
+    }
+}
+
+/// The VAD stage as one batch: every file whose segments are not already in `run_dir` (newer
+/// than the file) goes through the VAD, loaded once; each result is written as it comes.
+/// Returns how many files were resumed.
+pub fn vad_stage(
+    session: &mut Session,
+    jobs: &mut [Job],
+    run_dir: &Path,
+    model: &str,
+) -> anyhow::Result<usize> {
+    let mut todo = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if !job.failed && !up_to_date(&job.segments_path(run_dir), &job.path) {
+            todo.push(i);
+            tasks.push(BatchTask {
+                task: vad_task(job, model),
+                depends_on: Vec::new(),
+                priority: 0,
+            });
+        }
+    }
+    let resumed = jobs.iter().filter(|j| !j.failed).count() - todo.len();
+    if tasks.is_empty() {
+        return Ok(resumed);
+    }
+    session
+        .orchestrator
+        .run_batch(&tasks, &mut |k, result| {
+            let job = &mut jobs[todo[k]];
+            let saved = result
+                .map_err(|e| crate::one_line(&e))
+                .and_then(|out| save_segments(job, run_dir, out).map_err(|e| format!("{e:#}")));
+            if let Err(reason) = saved {
+                job.fail(&reason);
+            }
+        })
+        .context("planning the VAD batch")?;
+    Ok(resumed)
+}
+
+/// Time ranges to embed from a file's speech segments.
+pub type WindowsOf<'a> = dyn Fn(&[(f64, f64)]) -> anyhow::Result<Vec<(f64, f64)>> + 'a;
+/// Receives a file's embeddings (and the `.npy` written, if any) as soon as they exist.
+pub type OnEmbedded<'a> =
+    dyn FnMut(&Job, Vec<RangeEmbedding>, Option<PathBuf>) -> anyhow::Result<()> + 'a;
+
+/// The embedding stage as one batch: for every file that got through the VAD, the ranges
+/// `windows_of(segments)` are embedded (the embedder loaded once) and handed to `on_result`
+/// as soon as each file is done. `npy_dir`, when set, also gets `<stem>.embeddings.npy`.
+pub fn embed_stage(
+    session: &mut Session,
+    jobs: &mut [Job],
+    run_dir: &Path,
+    model: &str,
+    windows_of: &WindowsOf<'_>,
+    npy_dir: Option<&Path>,
+    on_result: &mut OnEmbedded<'_>,
+) -> anyhow::Result<()> {
+    let mut todo = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, job) in jobs.iter_mut().enumerate() {
+        if job.failed {
+            continue;
+        }
+        let windows = read_segments(job, run_dir).and_then(|doc| windows_of(&doc.segments));
+        match windows {
+            // No speech: nothing to embed; the file has an empty result.
+            Ok(w) if w.is_empty() => {
+                if let Err(e) = on_result(job, Vec::new(), None) {
+                    job.fail(&format!("{e:#}"));
+                }
+            }
+            Ok(w) => {
+                todo.push(i);
+                tasks.push(BatchTask {
+                    task: embed_task(job, model, w, npy_dir),
+                    depends_on: Vec::new(),
+                    priority: 0,
+                });
+            }
+            Err(e) => job.fail(&format!("{e:#}")),
+        }
+    }
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    session
+        .orchestrator
+        .run_batch(&tasks, &mut |k, result| {
+            let job = &mut jobs[todo[k]];
+            let handled = match result {
+                Ok(TaskOutput::RangeEmbeddings {
+                    embeddings,
+                    written,
+                }) => on_result(job, embeddings, written.map(|w| w.path))
+                    .map_err(|e| format!("{e:#}")),
+                Ok(_) => Err("the embedding model returned no range embeddings".into()),
+                Err(e) => Err(crate::one_line(&e)),
+            };
+            if let Err(reason) = handled {
+                job.fail(&reason);
+            }
+        })
+        .context("planning the embedding batch")?;
+    Ok(())
+}
+
+/// Both models resident: each file through the VAD then the embedder (`--max-resident` ≥ 2).
+fn interleaved(
+    session: &mut Session,
+    jobs: &mut [Job],
+    run_dir: &Path,
+    stages: &StageArgs,
+) -> anyhow::Result<()> {
+    session.orchestrator.load_model(&stages.vad_model)?;
+    session.orchestrator.load_model(&stages.embed_model)?;
+    let windows = stages.windows();
+    for job in jobs.iter_mut() {
+        let result = (|| -> anyhow::Result<()> {
+            if !up_to_date(&job.segments_path(run_dir), &job.path) {
+                let out = session
+                    .orchestrator
+                    .process_task(&vad_task(job, &stages.vad_model))
+                    .map_err(|e| anyhow::anyhow!(crate::one_line(&e)))?;
+                save_segments(job, run_dir, out)?;
+            }
+            let doc = read_segments(job, run_dir)?;
+            let w = diarize::speech_windows(&doc.segments, &windows)?;
+            let embeddings = if w.is_empty() {
+                Vec::new()
+            } else {
+                match session
+                    .orchestrator
+                    .process_task(&embed_task(job, &stages.embed_model, w, None))
+                    .map_err(|e| anyhow::anyhow!(crate::one_line(&e)))?
+                {
+                    TaskOutput::RangeEmbeddings { embeddings, .. } => embeddings,
+                    _ => anyhow::bail!("the embedding model returned no range embeddings"),
+                }
+            };
+            save_embeddings(job, run_dir, &embeddings)
+        })();
+        if let Err(e) = result {
+            job.fail(&format!("{e:#}"));
+        }
+    }
+    Ok(())
+}
+
+fn save_embeddings(job: &Job, run_dir: &Path, embeddings: &[RangeEmbedding]) -> anyhow::Result<()> {
+    let doc = EmbeddingsDoc {
+        path: job.path.clone(),
+        windows: embeddings.iter().map(|e| (e.start_s, e.end_s)).collect(),
+        embeddings: embeddings.iter().map(|e| e.embedding.to_vec()).collect(),
+    };
+    write_atomically(&job.embeddings_path(run_dir), &serde_json::to_vec(&doc)?)
+}
+
+/// Clustering and turns of one file, from its files in the run directory.
+fn cluster_file(
+    job: &Job,
+    run_dir: &Path,
+    options: &SpeakerOptions,
+) -> anyhow::Result<(SegmentsDoc, Vec<Turn>)> {
+    let segments = read_segments(job, run_dir)?;
+    let path = job.embeddings_path(run_dir);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: EmbeddingsDoc =
+        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+    let embeddings: Vec<Embedding> = doc
+        .embeddings
+        .iter()
+        .map(|e| Embedding::try_from(e.as_slice()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: an embedding is not 256 values", path.display()))?;
+    let turns = diarize::assign_speakers(&segments.segments, &doc.windows, &embeddings, options)?;
+    Ok((segments, turns))
+}
+
+/// Rounds seconds to the millisecond for output.
+fn ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+fn speaker_name(index: usize) -> String {
+    format!("SPEAKER_{index:02}")
+}
+
+/// Writes one file's turns in `format`; JSON objects after the first are preceded by a comma.
+fn write_turns(
+    out: &mut dyn Write,
+    format: DiarizeFormat,
+    first: bool,
+    segments: &SegmentsDoc,
+    turns: &[Turn],
+) -> anyhow::Result<()> {
+    match format {
+        DiarizeFormat::Rttm => {
+            let id = segments
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default()
+                .replace(char::is_whitespace, "_");
+            for t in turns {
+                writeln!(
+                    out,
+                    "SPEAKER {id} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>",
+                    ms(t.start_s),
+                    ms(t.end_s - t.start_s),
+                    speaker_name(t.speaker)
+                )?;
+            }
+        }
+        DiarizeFormat::Json => {
+            let doc = serde_json::json!({
+                "path": segments.path,
+                "duration_s": ms(segments.duration_s),
+                "n_speakers": diarize::n_speakers(turns),
+                "turns": turns.iter().map(|t| serde_json::json!({
+                    "start_s": ms(t.start_s),
+                    "end_s": ms(t.end_s),
+                    "speaker": speaker_name(t.speaker),
+                })).collect::<Vec<_>>(),
+            });
+            let sep = if first { "" } else { ",\n" };
+            write!(out, "{sep}{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
+    let clustering = match (args.speakers, args.threshold) {
+        (Some(n), _) => Clustering::Speakers(n),
+        (None, Some(t)) => Clustering::Threshold(t),
+        (None, None) => Clustering::default(),
+    };
+    clustering.validate()?;
+    let options = SpeakerOptions {
+        clustering,
+        smoothing_s: args.smoothing_s,
+        centre: !args.no_centre,
+    };
+    let windows = args.stages.windows();
+    windows.validate()?;
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.run_dir)
+        .with_context(|| format!("creating {}", args.run_dir.display()))?;
+    let mut session = Session::start(&args.common)?;
+    let mut jobs: Vec<Job> = args.files.iter().map(|p| Job::new(p)).collect();
+
+    if args.common.max_resident >= 2 {
+        interleaved(&mut session, &mut jobs, &args.run_dir, &args.stages)?;
+    } else {
+        let resumed = vad_stage(
+            &mut session,
+            &mut jobs,
+            &args.run_dir,
+            &args.stages.vad_model,
+        )?;
+        if resumed > 0 {
+            eprintln!(
+                "masp diarize: {resumed} file(s) resumed from segments in {}",
+                args.run_dir.display()
+            );
+        }
+        let run_dir = args.run_dir.clone();
+        embed_stage(
+            &mut session,
+            &mut jobs,
+            &args.run_dir,
+            &args.stages.embed_model,
+            &|segments| Ok(diarize::speech_windows(segments, &windows)?),
+            None,
+            &mut |job, embeddings, _| save_embeddings(job, &run_dir, &embeddings),
+        )?;
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.format == DiarizeFormat::Json {
+        writeln!(out, "[")?;
+    }
+    let (mut n_written, mut audio_s) = (0usize, 0.0f64);
+    for job in jobs.iter_mut().filter(|j| !j.failed) {
+        match cluster_file(job, &args.run_dir, &options) {
+            Ok((segments, turns)) => {
+                audio_s += segments.duration_s;
+                write_turns(&mut out, args.format, n_written == 0, &segments, &turns)
+                    .context("writing to stdout")?;
+                n_written += 1;
+            }
+            Err(e) => job.fail(&format!("{e:#}")),
+        }
+    }
+    if args.format == DiarizeFormat::Json {
+        writeln!(out, "{}]", if n_written == 0 { "" } else { "\n" })?;
+    }
+    drop(out);
+    let n_failed = jobs.iter().filter(|j| j.failed).count();
+    let peak = session.orchestrator.peak_rss();
+    let loads: Vec<String> = session
+        .orchestrator
+        .stats()
+        .iter()
+        .map(|(name, s)| format!("{name} {}", s.loads))
+        .collect();
+    let report = session.finish()?;
+    if args.common.stats {
+        let wall_s = started.elapsed().as_secs_f64();
+        let speed = if wall_s > 0.0 { audio_s / wall_s } else { 0.0 };
+        eprintln!(
+            "masp diarize: {n_written} file(s) ok, {n_failed} failed; {audio_s:.1} s of audio in \
+             {wall_s:.2} s ({speed:.0}× real time); loads: {}; peak RSS {peak}",
+            loads.join(", ")
+        );
+    }
+    if let Some(dir) = report {
+        eprintln!("masp: report in {}", dir.display());
+    }
+    Ok(if n_failed == 0 {
+        Outcome::AllSucceeded
+    } else {
+        Outcome::SomeFailed
+    })
+}
