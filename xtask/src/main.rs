@@ -18,6 +18,7 @@ tasks:
   test-sequential   the model and orchestration suites, one test at a time
   test-profile      the same with the memory profiler on, reports in target/masp-reports/
   test-memory       memory-intensive cases with explicit cleanup
+  test-faults       20 SIGKILLs at random points of a batch, resumed each time
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
 ";
 
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         "test-sequential" => suites::test_sequential(),
         "test-profile" => suites::test_profile(),
         "test-memory" => suites::test_memory(),
+        "test-faults" => suites::test_faults(),
         "bench" => bench::run(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");

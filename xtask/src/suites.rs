@@ -219,3 +219,24 @@ pub fn test_memory() -> Result<()> {
     ensure_setup()?;
     run_steps("test-memory", memory_steps())
 }
+
+/// The kill-and-resume harness at full length: 20 SIGKILLs at random points of a batch, each
+/// followed by a resume, ending byte-identical to a clean run. (`cargo test` runs 5.)
+pub fn test_faults() -> Result<()> {
+    ensure_setup()?;
+    let mut s = step(
+        "kill-and-resume, 20 kills",
+        &[
+            "test",
+            "--quiet",
+            "-p",
+            "masp-cli",
+            "--test",
+            "resume",
+            "--",
+            "--nocapture",
+        ],
+    );
+    s.command.env("MASP_KILLS", "20");
+    run_steps("test-faults", vec![s])
+}
