@@ -164,11 +164,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     if let Some(dir) = report {
         eprintln!("masp: report in {}", dir.display());
     }
-    Ok(if n_failed == 0 {
-        Outcome::AllSucceeded
-    } else {
-        Outcome::SomeFailed
-    })
+    Ok(Outcome::from_failures(n_failed))
 }
 
 /// The file name without extension, made safe for a file name.

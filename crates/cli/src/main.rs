@@ -53,6 +53,17 @@ pub enum Outcome {
     SomeFailed,
 }
 
+impl Outcome {
+    /// The outcome of a batch in which `n_failed` inputs failed.
+    pub fn from_failures(n_failed: usize) -> Self {
+        if n_failed == 0 {
+            Outcome::AllSucceeded
+        } else {
+            Outcome::SomeFailed
+        }
+    }
+}
+
 /// An error as one line (messages of nested errors joined), for per-file reports.
 pub fn one_line(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

@@ -108,9 +108,5 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     if let Some(dir) = report {
         eprintln!("masp: report in {}", dir.display());
     }
-    Ok(if n_failed == 0 {
-        Outcome::AllSucceeded
-    } else {
-        Outcome::SomeFailed
-    })
+    Ok(Outcome::from_failures(n_failed))
 }

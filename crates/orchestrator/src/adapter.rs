@@ -395,6 +395,20 @@ impl GenericAdapter {
     }
 }
 
+/// Close an embeddings `.npy` writer, if there is one, into its [`WrittenTensor`].
+fn finish_embeddings(writer: Option<NpyWriter>, input: &Path) -> Result<Option<WrittenTensor>> {
+    let Some(w) = writer else { return Ok(None) };
+    let (path, shape) = w.finish().map_err(|e| Error::Output {
+        path: input.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(WrittenTensor {
+        output: "embedding".into(),
+        path,
+        shape,
+    }))
+}
+
 /// A name safe to put in a file name.
 fn sanitize(name: &str) -> String {
     name.chars()
@@ -589,20 +603,7 @@ impl EmbedAdapter {
                 })?;
             }
         }
-        let written = match writer {
-            Some(w) => {
-                let (path, shape) = w.finish().map_err(|e| Error::Output {
-                    path: input.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
-                Some(WrittenTensor {
-                    output: "embedding".into(),
-                    path,
-                    shape,
-                })
-            }
-            None => None,
-        };
+        let written = finish_embeddings(writer, input)?;
         Ok(TaskOutput::RangeEmbeddings {
             embeddings,
             written,
@@ -700,20 +701,7 @@ impl ModelAdapter for EmbedAdapter {
         for (u, s) in utterance.iter_mut().zip(sum.iter()) {
             *u = (s / n_windows.max(1) as f64 / (norm + 1e-12)) as f32;
         }
-        let windows = match writer {
-            Some(w) => {
-                let (path, shape) = w.finish().map_err(|e| Error::Output {
-                    path: input.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
-                Some(WrittenTensor {
-                    output: "embedding".into(),
-                    path,
-                    shape,
-                })
-            }
-            None => None,
-        };
+        let windows = finish_embeddings(writer, input)?;
         Ok(TaskOutput::Embeddings {
             utterance: Box::new(utterance),
             n_windows,
