@@ -610,3 +610,16 @@ fn externalizing_streams_instead_of_loading_the_weights() {
     let meta = OnnxMetadata::read(&dst).unwrap();
     assert_eq!(meta.external_weight_bytes.get(), 256 << 20);
 }
+
+/// Found by `cargo fuzz` (onnx_metadata): an external tensor whose `data_location` was mutated to
+/// an unknown value had its shape's 64 MiB counted as embedded weights of a 193-byte file.
+#[test]
+fn fuzz_regression_unknown_data_location_is_refused_not_counted() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz-unknown-data-location.onnx");
+    let len = std::fs::metadata(&path).unwrap().len();
+    match masp_model_registry::onnx::OnnxMetadata::read(&path) {
+        Ok(meta) => assert!(meta.embedded_weight_bytes.get() <= len, "{meta:?}"),
+        Err(e) => assert!(e.to_string().contains("data_location"), "{e}"),
+    }
+}
