@@ -1,8 +1,10 @@
 //! The `masp` binary: parse flags, call [`run`], map the outcome to an exit code. Nothing else
 //! decides exit codes.
 
+mod completions;
 mod context;
 mod diarize;
+mod doctor;
 mod embed;
 mod models;
 mod output;
@@ -11,7 +13,7 @@ mod vad;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit code when every input succeeded.
 const EXIT_OK: u8 = 0;
@@ -42,6 +44,10 @@ enum Command {
     Diarize(diarize::DiarizeArgs),
     /// One speaker embedding per speech segment (or per window) of each file.
     Embed(embed::EmbedArgs),
+    /// Check this machine: ONNX Runtime, model files, budget, allocator trim, disk, cgroup.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// What a command reports back to `main`.
@@ -87,11 +93,19 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Models(args) => models::run(&args),
         Command::Diarize(args) => diarize::run(&args),
         Command::Embed(args) => embed::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
+        Command::Completions(args) => completions::run(&args, Cli::command()),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `--version` names the ONNX Runtime and the asset cache: computed here, as clap's derive
+    // only takes constant strings. `-V` stays the short `masp X.Y.Z`.
+    let parsed = Cli::command()
+        .long_version(doctor::long_version())
+        .try_get_matches()
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             // --help and --version are not errors.

@@ -113,6 +113,15 @@ impl Runtime {
     }
 }
 
+/// Where the runtime library is looked for — `ORT_DYLIB_PATH` when set, else the asset cache —
+/// and which of the two said so (for messages). Looks only; loads nothing.
+///
+/// # Errors
+/// [`Error::Registry`] when the asset cache cannot be located.
+pub fn library_location() -> Result<(PathBuf, &'static str)> {
+    locate_library()
+}
+
 /// Where the runtime library should be, and which setting said so.
 fn locate_library() -> Result<(PathBuf, &'static str)> {
     match std::env::var_os("ORT_DYLIB_PATH") {

@@ -26,6 +26,17 @@ const RSS_COLOR: &str = "#1f3b73";
 const BAND_COLOR: &str = "#9ecae1";
 const BUDGET_COLOR: &str = "#d62728";
 
+/// A budget more than this many times the highest memory drawn is noted, not drawn: on a
+/// shared scale the RSS would be a flat line along the bottom.
+const OFF_SCALE_RATIO: u64 = 4;
+/// Room above the data's maximum when the axis is scaled to the data.
+const OFF_SCALE_HEADROOM: f64 = 1.25;
+
+/// Whether `budget` is too far above `data_max` to share the y-axis with the data.
+fn budget_off_scale(budget: Option<Bytes>, data_max: Bytes) -> bool {
+    budget.is_some_and(|b| b.get() / OFF_SCALE_RATIO > data_max.get())
+}
+
 /// Escapes text for XML content and attribute values.
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -125,13 +136,18 @@ fn write_svg(svg: &mut String, r: &Report) -> std::fmt::Result {
         .iter()
         .map(|b| b.max)
         .chain(r.peak.sampled.map(|p| p.rss))
-        .chain(r.budget_limit)
         .chain(r.marks.iter().map(|m| m.rss))
         .max()
         .unwrap_or(Bytes::from_mib(1))
         .max(Bytes::from_mib(1));
-    let step = memory_step(data_max.get() as f64 * 1.08);
-    let y_max = ((data_max.get() as f64 * 1.08) / step as f64).ceil() * step as f64;
+    let budget_off_scale = budget_off_scale(r.budget_limit, data_max);
+    // Scale to the data when the budget would flatten it; otherwise show the budget too.
+    let y_top = match (budget_off_scale, r.budget_limit) {
+        (true, _) | (false, None) => data_max.get() as f64 * OFF_SCALE_HEADROOM,
+        (false, Some(limit)) => data_max.max(limit).get() as f64 * 1.08,
+    };
+    let step = memory_step(y_top);
+    let y_max = (y_top / step as f64).ceil() * step as f64;
     let t_max_s = if r.duration_s > 0.0 {
         r.duration_s
     } else {
@@ -289,8 +305,15 @@ fn write_svg(svg: &mut String, r: &Report) -> std::fmt::Result {
 
     write_memory(svg, r, &s)?;
 
-    // Budget line.
-    if let Some(limit) = r.budget_limit {
+    // Budget line, or a note above the plot when the budget is far above everything drawn.
+    if let Some(limit) = r.budget_limit.filter(|_| budget_off_scale) {
+        writeln!(
+            svg,
+            r#"<g class="budget off-scale"><text x="{:.1}" y="{:.1}" text-anchor="end" fill="{BUDGET_COLOR}">budget {limit} ↑ off scale<title>the budget is more than {OFF_SCALE_RATIO}× the peak: the axis is scaled to the data</title></text></g>"#,
+            LEFT + PLOT_W,
+            TOP - 32.0
+        )?;
+    } else if let Some(limit) = r.budget_limit {
         let y = s.y(limit);
         writeln!(
             svg,
@@ -480,6 +503,103 @@ mod tests {
     #[test]
     fn escapes_markup() {
         assert_eq!(esc("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;");
+    }
+
+    /// Load a 600 MiB model, run a task, unload it; drawn against `budget`.
+    fn one_model_report(budget: Bytes) -> Report {
+        use crate::event::Mark;
+        let marks = [
+            (0.0, 100, Event::load_start("m")),
+            (1.0, 600, Event::load_end("m")),
+            (2.0, 620, Event::task_start("job")),
+            (5.0, 640, Event::task_end("job")),
+            (6.0, 640, Event::unload("m")),
+            (
+                7.0,
+                100,
+                Event::Cleanup {
+                    returned: Bytes::from_mib(540),
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(t_s, mib, event)| Mark {
+            t_s,
+            rss: Bytes::from_mib(mib),
+            peak_since_previous: Bytes::from_mib(mib),
+            event,
+        })
+        .collect();
+        crate::Profile {
+            interval_ms: 10.0,
+            duration_s: 8.0,
+            budget_limit: Some(budget),
+            trend_window_s: 60.0,
+            leak_tolerance: Bytes::from_mib(1),
+            rss_start: Some(Bytes::from_mib(100)),
+            rss_end: Some(Bytes::from_mib(100)),
+            timeline: Vec::new(),
+            samples_per_bucket: 1,
+            n_samples: 0,
+            marks,
+            tail_peak: Bytes::from_mib(100),
+            sampled_peak: None,
+            kernel_peak: None,
+            kernel_peak_since_start: false,
+            sampler_cpu_s: None,
+        }
+        .report()
+    }
+
+    /// The y-axis tick labels, bottom to top.
+    fn y_ticks(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).expect("well-formed");
+        doc.descendants()
+            .filter(|n| {
+                n.attribute("text-anchor") == Some("end") && n.attribute("fill") == Some("#333")
+            })
+            .filter_map(|n| n.text().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_far_budget_is_noted_off_scale_and_the_axis_fits_the_data() {
+        let svg = render(&one_model_report(Bytes::from_gib(16)));
+        assert!(svg.contains("budget 16 GiB ↑ off scale"), "{svg}");
+        assert!(svg.contains(r#"class="budget off-scale""#));
+        assert!(
+            !svg.contains(r#"<g class="budget"><line"#),
+            "no budget line in the plot"
+        );
+        // 640 MiB peak × 1.25 = 800 MiB: ticks end at 800 MiB, not at 16 GiB.
+        let ticks = y_ticks(&svg);
+        assert_eq!(
+            ticks.last().map(String::as_str),
+            Some("800 MiB"),
+            "{ticks:?}"
+        );
+    }
+
+    #[test]
+    fn a_near_budget_is_drawn_as_a_line_on_the_same_axis() {
+        let svg = render(&one_model_report(Bytes::from_gib(1)));
+        assert!(!svg.contains("off scale"));
+        assert!(svg.contains(">budget 1 GiB</text>"), "{svg}");
+        let ticks = y_ticks(&svg);
+        // Axis up to 1.08 × the budget: 1.2 GiB.
+        assert_eq!(
+            ticks.last().map(String::as_str),
+            Some("1.2 GiB"),
+            "{ticks:?}"
+        );
+    }
+
+    #[test]
+    fn off_scale_means_more_than_four_times_the_peak() {
+        let peak = Bytes::from_mib(100);
+        assert!(!budget_off_scale(None, peak));
+        assert!(!budget_off_scale(Some(Bytes::from_mib(400)), peak));
+        assert!(budget_off_scale(Some(Bytes::from_mib(404)), peak));
     }
 
     #[test]
