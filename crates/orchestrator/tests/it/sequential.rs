@@ -216,3 +216,27 @@ fn a_machine_short_of_memory_makes_the_load_wait_then_fail_and_then_recover() {
     available.store(8 << 30, Ordering::Relaxed);
     assert!(orch.process_task(&vad_task("two_voices.wav")).is_ok());
 }
+
+#[test]
+fn a_model_without_the_declared_input_is_refused_naming_both() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        masp_model_registry::assets::SILERO_VAD.locate().unwrap(),
+        dir.path().join("m.onnx"),
+    )
+    .unwrap();
+    let manifest = dir.path().join("masp.toml");
+    std::fs::write(
+        &manifest,
+        "[[model]]\nname = \"m\"\nkind = \"generic\"\npath = \"m.onnx\"\n[model.generic]\ninput = \"audio\"\n",
+    )
+    .unwrap();
+    let mut registry = Registry::builtin();
+    registry.add_manifest(&manifest).unwrap();
+    let mut orch = orchestrator(registry, Bytes::from_gib(4));
+    let err = orch.load_model("m").unwrap_err().to_string();
+    assert!(err.contains("\"audio\"") && err.contains("input"), "{err}");
+    assert!(orch.resident_models().is_empty());
+    assert_eq!(orch.budget().reserved(), Bytes::new(0));
+}
