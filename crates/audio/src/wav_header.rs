@@ -38,11 +38,10 @@ struct Fmt {
 /// (`fmt ` chunk too short), [`Error::NoSamples`] (empty data chunk), [`Error::Truncated`]
 /// (data chunk extends past the end of the file), or an `io::Error` from reading.
 pub(crate) fn check<R: Read + Seek>(reader: &mut R, file_len: u64) -> Result<(), CheckError> {
-    let mut riff = [0u8; 12];
-    if !read_full(reader, &mut riff)? || &riff[0..4] != b"RIFF" || &riff[8..12] != b"WAVE" {
+    let Some(base) = find_riff_wave(reader, file_len)? else {
         return Ok(());
-    }
-    let mut pos: u64 = 12;
+    };
+    let mut pos: u64 = base + 12;
     let mut fmt: Option<Fmt> = None;
     while pos.saturating_add(8) <= file_len {
         reader.seek(SeekFrom::Start(pos))?;
@@ -154,6 +153,46 @@ impl From<io::Error> for CheckError {
 }
 
 /// Reads exactly `buf.len()` bytes; `Ok(false)` if the input ends first.
+/// How far symphonia's probe looks for a format marker past leading junk (its
+/// `max_probe_depth`).
+const PROBE_DEPTH: u64 = 1 << 20;
+
+/// Offset of the first RIFF/WAVE header within the probe's reach, if any. Not only offset 0:
+/// symphonia skips leading junk to find a marker, so a header behind two junk bytes must be
+/// checked too (found by fuzzing: such a header declared 65534 channels, which overflowed
+/// symphonia's block-align arithmetic).
+fn find_riff_wave<R: Read + Seek>(reader: &mut R, file_len: u64) -> io::Result<Option<u64>> {
+    const BLOCK: usize = 64 << 10;
+    const OVERLAP: usize = 11; // a 12-byte marker may straddle two blocks
+    reader.seek(SeekFrom::Start(0))?;
+    let limit = file_len.min(PROBE_DEPTH + 12);
+    let mut buf = vec![0u8; BLOCK + OVERLAP];
+    let (mut kept, mut start) = (0usize, 0u64); // bytes carried over; file offset of buf[0]
+    loop {
+        let want = (BLOCK as u64).min(limit.saturating_sub(start + kept as u64)) as usize;
+        let mut filled = kept;
+        while filled < kept + want {
+            match reader.read(&mut buf[filled..kept + want])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if let Some(i) = buf[..filled]
+            .windows(12)
+            .position(|w| &w[0..4] == b"RIFF" && &w[8..12] == b"WAVE")
+        {
+            return Ok(Some(start + i as u64));
+        }
+        if filled < kept + want || filled == kept || start + (filled as u64) >= limit {
+            return Ok(None);
+        }
+        let carry = filled.min(OVERLAP);
+        buf.copy_within(filled - carry..filled, 0);
+        start += (filled - carry) as u64;
+        kept = carry;
+    }
+}
+
 fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<bool> {
     match reader.read_exact(buf) {
         Ok(()) => Ok(true),
@@ -169,7 +208,7 @@ mod tests {
 
     /// A canonical 44-byte PCM header followed by `data_bytes` bytes of zeros.
     fn wav(n_channels: u16, rate: u32, bits: u16, declared: u32, data_bytes: usize) -> Vec<u8> {
-        let block_align = n_channels * bits / 8;
+        let block_align = n_channels.wrapping_mul(bits) / 8;
         let mut v = Vec::new();
         v.extend_from_slice(b"RIFF");
         v.extend_from_slice(&36u32.wrapping_add(declared).to_le_bytes());
@@ -189,6 +228,19 @@ mod tests {
 
     fn run(bytes: &[u8]) -> Result<(), CheckError> {
         check(&mut Cursor::new(bytes), bytes.len() as u64)
+    }
+
+    #[test]
+    fn a_header_behind_leading_junk_is_checked_too() {
+        let mut bytes = vec![0xff, 0xf2];
+        bytes.extend(wav(65_534, 16_000, 16, 64, 64));
+        assert!(matches!(
+            run(&bytes),
+            Err(CheckError::Header(Error::InvalidChannelCount { .. }))
+        ));
+        let mut fine = vec![0xff, 0xf2];
+        fine.extend(wav(1, 16_000, 16, 64, 64));
+        assert!(run(&fine).is_ok());
     }
 
     #[test]

@@ -383,3 +383,35 @@ proptest! {
         }
     }
 }
+
+/// Found by `cargo fuzz` (audio_decode): two junk bytes before a RIFF header declaring 65534
+/// channels. masp's header check looked only at offset 0, symphonia's probe skipped the junk,
+/// and its block-align arithmetic overflowed (a panic with overflow checks on).
+#[test]
+fn fuzz_regression_riff_behind_junk_is_checked() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz-riff-behind-junk.wav");
+    let err = decode(&path).unwrap_err();
+    assert!(matches!(err, Error::InvalidChannelCount { .. }), "{err}");
+}
+
+#[test]
+fn a_riff_header_straddling_the_scan_blocks_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 KiB - 5 bytes of junk put "RIFF....WAVE" across the scanner's first block boundary.
+    let mut bytes = vec![0x55u8; (64 << 10) - 5];
+    let mut header = Vec::new();
+    header.extend_from_slice(b"RIFF");
+    header.extend_from_slice(&100u32.to_le_bytes());
+    header.extend_from_slice(b"WAVEfmt ");
+    header.extend_from_slice(&16u32.to_le_bytes());
+    header.extend_from_slice(&1u16.to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes()); // 0 channels: absurd
+    header.extend_from_slice(&16_000u32.to_le_bytes());
+    header.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&header);
+    let path = dir.path().join("junk.wav");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = decode(&path).unwrap_err();
+    assert!(matches!(err, Error::InvalidChannelCount { .. }), "{err}");
+}
