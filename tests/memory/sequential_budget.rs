@@ -165,9 +165,12 @@ fn calibration_child(role: &str) {
     )
     .unwrap();
     if role == "calibrate" {
+        // Three loads each, as `masp models calibrate --cycles 3`: the estimate is the largest.
         for name in CALIBRATION_MODELS {
-            orch.load_model(name).unwrap();
-            orch.unload_model(name);
+            for _ in 0..3 {
+                orch.load_model(name).unwrap();
+                orch.unload_model(name);
+            }
         }
         orch.calibration().save().unwrap();
         return;
@@ -196,10 +199,10 @@ fn calibration_child(role: &str) {
             prepared.metadata_estimate.load_peak,
             pct(prepared.metadata_estimate.load_peak)
         );
-        // The load peak of a small model moves by a few MiB from run to run with the
-        // allocator's state (measured: ±3 MiB for the 12 MiB int8 embedder), so below ~40 MiB
-        // ±10% is under the noise: allow 4 MiB of absolute difference as well.
-        if error.abs() > 10.0 && estimate.get().abs_diff(measured.get()) > 4 * MIB {
+        // The load peak of a small model moves by several MiB from run to run with the
+        // allocator's state (measured for the 12 MiB int8 embedder: 14.7 to 25.1 MiB), so below
+        // ~60 MiB ±10% is under the noise: allow 6 MiB of absolute difference as well.
+        if error.abs() > 10.0 && estimate.get().abs_diff(measured.get()) > 6 * MIB {
             failures.push(format!(
                 "{name}: calibrated {estimate} vs measured {measured} ({error:+.1}%)"
             ));

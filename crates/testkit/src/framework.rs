@@ -43,9 +43,10 @@ pub struct SuiteConfig {
     pub cycles: usize,
     /// Growth per cycle tolerated as noise by the leak verdict. Default 1 MiB (the profiler's).
     pub leak_tolerance: Bytes,
-    /// How far RSS may end above where it started (after the warm-up). Default 8 MiB:
-    /// allocator arenas and ONNX Runtime's one-time caches keep ~1–2 MiB, a leaked session of a
-    /// small model is more.
+    /// How far RSS may end above where it started (after the warm-up). Default 16 MiB, the
+    /// orchestrator's cleanup tolerance: allocator arenas and ONNX Runtime's caches keep some
+    /// (the int8 embedder ended up to ~9 MiB high over 20 cycles with no leak); a leaked session
+    /// grows without bound and the leak verdict catches it per cycle.
     pub baseline_tolerance: Bytes,
     /// How far the first (metadata) estimate of the load peak may fall below the measured peak,
     /// in percent. Default 25. Under-estimates are what make a budget unsafe: the load is
@@ -69,7 +70,7 @@ impl Default for SuiteConfig {
         Self {
             cycles: 20,
             leak_tolerance: Bytes::from_mib(1),
-            baseline_tolerance: Bytes::from_mib(8),
+            baseline_tolerance: Bytes::from_mib(16),
             estimate_under_pct: 25.0,
             estimate_over_pct: 200.0,
             estimate_slack: Bytes::from_mib(8),
