@@ -60,3 +60,19 @@ pub fn in_fresh_process(name: &str) -> bool {
     assert!(text.contains("1 passed"), "child ran no test: {text}");
     false
 }
+
+/// A registry of the built-ins plus a manifest (`manifest_toml`) in a fresh directory that holds
+/// a copy of silero VAD named `file`. Keep the directory alive while the registry is used.
+pub fn registry_with_silero_copy(file: &str, manifest_toml: &str) -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        masp_model_registry::assets::SILERO_VAD.locate().unwrap(),
+        dir.path().join(file),
+    )
+    .unwrap();
+    let manifest = dir.path().join("masp.toml");
+    std::fs::write(&manifest, manifest_toml).unwrap();
+    let mut registry = Registry::builtin();
+    registry.add_manifest(&manifest).unwrap();
+    (dir, registry)
+}

@@ -6,7 +6,7 @@ use masp_orchestrator::adapter::{TaskOutput, TaskParams};
 use masp_orchestrator::vad::VadParams;
 use masp_orchestrator::{AudioTask, Error};
 
-use crate::common::{in_fresh_process, orchestrator, sample, serial};
+use crate::common::{in_fresh_process, orchestrator, registry_with_silero_copy, sample, serial};
 
 fn vad_task(file: &str) -> AudioTask {
     AudioTask {
@@ -62,20 +62,10 @@ fn a_bad_file_fails_its_task_and_the_next_task_runs() {
 #[test]
 fn an_oversized_model_is_refused_before_loading_and_rss_does_not_move() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        masp_model_registry::assets::SILERO_VAD.locate().unwrap(),
-        dir.path().join("big.onnx"),
-    )
-    .unwrap();
-    let manifest = dir.path().join("masp.toml");
-    std::fs::write(
-        &manifest,
+    let (_dir, registry) = registry_with_silero_copy(
+        "big.onnx",
         "[[model]]\nname = \"big\"\nkind = \"vad\"\npath = \"big.onnx\"\nmemory = \"3GiB\"\n",
-    )
-    .unwrap();
-    let mut registry = Registry::builtin();
-    registry.add_manifest(&manifest).unwrap();
+    );
     let mut orch = orchestrator(registry, Bytes::from_gib(2));
     let before = probe::process_rss().unwrap();
     let err = orch.load_model("big").unwrap_err();
@@ -143,23 +133,13 @@ fn unknown_models_name_the_known_ones() {
 #[test]
 fn a_checksum_mismatch_is_refused_naming_both_hashes() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        masp_model_registry::assets::SILERO_VAD.locate().unwrap(),
-        dir.path().join("m.onnx"),
-    )
-    .unwrap();
-    let manifest = dir.path().join("masp.toml");
     let wrong = "0".repeat(64);
-    std::fs::write(
-        &manifest,
-        format!(
+    let (_dir, registry) = registry_with_silero_copy(
+        "m.onnx",
+        &format!(
             "[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"m.onnx\"\nsha256 = \"{wrong}\"\n"
         ),
-    )
-    .unwrap();
-    let mut registry = Registry::builtin();
-    registry.add_manifest(&manifest).unwrap();
+    );
     let mut orch = orchestrator(registry, Bytes::from_gib(4));
     let err = orch.load_model("m").unwrap_err().to_string();
     assert!(
@@ -220,20 +200,10 @@ fn a_machine_short_of_memory_makes_the_load_wait_then_fail_and_then_recover() {
 #[test]
 fn a_model_without_the_declared_input_is_refused_naming_both() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        masp_model_registry::assets::SILERO_VAD.locate().unwrap(),
-        dir.path().join("m.onnx"),
-    )
-    .unwrap();
-    let manifest = dir.path().join("masp.toml");
-    std::fs::write(
-        &manifest,
+    let (_dir, registry) = registry_with_silero_copy(
+        "m.onnx",
         "[[model]]\nname = \"m\"\nkind = \"generic\"\npath = \"m.onnx\"\n[model.generic]\ninput = \"audio\"\n",
-    )
-    .unwrap();
-    let mut registry = Registry::builtin();
-    registry.add_manifest(&manifest).unwrap();
+    );
     let mut orch = orchestrator(registry, Bytes::from_gib(4));
     let err = orch.load_model("m").unwrap_err().to_string();
     assert!(err.contains("\"audio\"") && err.contains("input"), "{err}");
