@@ -535,7 +535,13 @@ impl SequentialOrchestrator {
         while self.resident.len() >= self.config.max_resident.max(1) {
             self.evict_one("switch");
         }
-        let reservation = self.admit(name, prepared.estimate.load_peak)?;
+        // The first session of the process also pays the runtime's one-time globals: reserve
+        // them with it, so the ledger never admits more than the machine will see.
+        let needed = prepared
+            .estimate
+            .load_peak
+            .saturating_add(self.runtime.first_session_allowance());
+        let reservation = self.admit(name, needed)?;
         self.load_admitted(prepared, reservation)
     }
 
@@ -697,7 +703,11 @@ impl SequentialOrchestrator {
         drop(whole);
         self.config.max_resident = self.config.max_resident.max(names.len());
         for p in prepared {
-            let reservation = self.admit(&p.spec.name.clone(), p.estimate.load_peak)?;
+            let needed = p
+                .estimate
+                .load_peak
+                .saturating_add(self.runtime.first_session_allowance());
+            let reservation = self.admit(&p.spec.name.clone(), needed)?;
             self.load_admitted(p, reservation)?;
         }
         Ok(())

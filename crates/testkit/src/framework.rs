@@ -454,7 +454,9 @@ impl MinimalTestFramework {
     ///   reserved and nothing resident;
     /// - **estimate vs measured**: the metadata estimate of the load peak is within
     ///   [`SuiteConfig::estimate_under_pct`] below and [`SuiteConfig::estimate_over_pct`] above
-    ///   the measured peak (or within [`SuiteConfig::estimate_slack`] of it).
+    ///   the largest load peak measured over the cycles (or within
+    ///   [`SuiteConfig::estimate_slack`] of it). The warm-up load is left out: the first session
+    ///   of a process also pays ONNX Runtime's one-time globals.
     ///
     /// The suite is named `model-<model>`.
     #[must_use]
@@ -519,10 +521,12 @@ impl MinimalTestFramework {
             "loads",
             if load_errors.is_empty() {
                 Ok(format!(
-                    "{} loads; first load peak {}, resident {}",
+                    "{} loads; first load peak {} (with the runtime's one-time globals), \
+                     then at most {}; resident {}",
                     self.config.cycles + 1,
                     first.measured_peak_max,
-                    first.resident
+                    stats.measured_peak_max,
+                    stats.resident
                 ))
             } else {
                 Err(format!(
@@ -578,7 +582,11 @@ impl MinimalTestFramework {
             "estimate vs measured",
             match metadata {
                 Ok(estimate) => {
-                    estimate_check(model, estimate, first.measured_peak_max, &self.config)
+                    // Against the measured cycles, not the warm-up: the first session of a
+                    // process also pays ONNX Runtime's one-time globals (code pages, thread
+                    // pools), ~10 MiB that no per-model estimate should carry and that the
+                    // baseline absorbs once paid.
+                    estimate_check(model, estimate, stats.measured_peak_max, &self.config)
                 }
                 Err(e) => Err(format!("{model}: cannot estimate: {e}")),
             },
