@@ -533,7 +533,27 @@ impl Budget {
     /// }
     /// ```
     pub fn measure_baseline(&self) -> Option<Bytes> {
-        let rss = probe::process_rss()?;
+        self.measure_baseline_with(Bytes::ZERO)
+    }
+
+    /// Like [`Budget::measure_baseline`], when some reservations cover memory held outside
+    /// this process: `outside` is the RSS of those processes (e.g. worker processes running
+    /// models), counted with this process's RSS before the reservations are taken off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use masp_budget::{Budget, BudgetConfig, Bytes};
+    /// let budget = Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(4)));
+    /// // A worker holds 100 MiB under a 100 MiB reservation: the baseline is ours alone.
+    /// let _worker = budget.try_reserve(Bytes::from_mib(100), "worker")?;
+    /// let with = budget.measure_baseline_with(Bytes::from_mib(100)).unwrap();
+    /// let rss = masp_budget::probe::process_rss().unwrap();
+    /// assert!(with.get().abs_diff(rss.get()) < 8 << 20);
+    /// # Ok::<(), masp_budget::Error>(())
+    /// ```
+    pub fn measure_baseline_with(&self, outside: Bytes) -> Option<Bytes> {
+        let rss = probe::process_rss()?.saturating_add(outside);
         let mut ledger = self.lock();
         ledger.baseline = rss.saturating_sub(ledger.reserved);
         Some(ledger.baseline)

@@ -130,6 +130,22 @@ pub fn process_rss_of(pid: u32) -> Option<Bytes> {
     imp::process_rss_of(pid)
 }
 
+/// Peak resident set size of another process since its start or its last reset of it
+/// (Linux: `VmHWM` of `/proc/<pid>/status`). `None` if the process is gone or elsewhere.
+///
+/// # Examples
+///
+/// ```
+/// let me = std::process::id();
+/// if let Some(peak) = masp_budget::probe::process_peak_rss_of(me) {
+///     assert!(peak.get() > 0);
+/// }
+/// ```
+#[must_use]
+pub fn process_peak_rss_of(pid: u32) -> Option<Bytes> {
+    imp::process_peak_rss_of(pid)
+}
+
 /// Resets this process's peak RSS ([`process_peak_rss`]) to its current RSS, so the peak of
 /// one phase can be measured. Linux: writes `5` to `/proc/self/clear_refs`.
 ///
@@ -452,6 +468,15 @@ mod imp {
         statm_rss(path)
     }
 
+    pub(super) fn process_peak_rss_of(pid: u32) -> Option<Bytes> {
+        let mut buf = [0u8; 32];
+        let mut cursor = &mut buf[..];
+        write!(cursor, "/proc/{pid}/status").ok()?;
+        let len = 32 - cursor.len();
+        let path = std::str::from_utf8(&buf[..len]).ok()?;
+        kib_field(path, b"VmHWM:")
+    }
+
     pub(super) fn reset_peak_rss() -> bool {
         std::fs::write("/proc/self/clear_refs", b"5").is_ok()
     }
@@ -511,6 +536,10 @@ mod imp {
             ProcessRefreshKind::nothing().with_memory(),
         );
         system.process(pid).map(|p| Bytes::new(p.memory()))
+    }
+
+    pub(super) fn process_peak_rss_of(_pid: u32) -> Option<Bytes> {
+        None
     }
 
     pub(super) fn reset_peak_rss() -> bool {

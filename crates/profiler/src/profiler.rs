@@ -198,6 +198,12 @@ struct Shared {
     watches: Mutex<Vec<Watch>>,
     /// Set by `stop`: later marks are dropped instead of piling up unread.
     stopped: AtomicBool,
+    /// Other processes whose RSS counts with ours (worker processes running models).
+    followed: Mutex<Vec<u32>>,
+    /// Highest RSS of this process alone, and of the followed processes together, in one
+    /// sample.
+    own_peak: AtomicU64,
+    workers_peak: AtomicU64,
 }
 
 /// Locks ignoring poison: every critical section here leaves the data consistent.
@@ -217,7 +223,25 @@ impl Shared {
         }
     }
 
-    fn record(&self, rss: Bytes) {
+    /// Sum of the followed processes' RSS (0 when none).
+    fn workers_rss(&self) -> Bytes {
+        let followed = lock(&self.followed);
+        followed
+            .iter()
+            .filter_map(|&pid| probe::process_rss_of(pid))
+            .fold(Bytes::ZERO, Bytes::saturating_add)
+    }
+
+    /// Records this process's RSS `own` together with the followed processes'.
+    fn record(&self, own: Bytes) {
+        let workers = self.workers_rss();
+        self.own_peak.fetch_max(own.get(), Ordering::Relaxed);
+        self.workers_peak
+            .fetch_max(workers.get(), Ordering::Relaxed);
+        self.record_total(own.saturating_add(workers));
+    }
+
+    fn record_total(&self, rss: Bytes) {
         self.last_rss.store(rss.get(), Ordering::Relaxed);
         self.segment_peak.fetch_max(rss.get(), Ordering::Relaxed);
         let t_s = {
@@ -257,7 +281,10 @@ impl Shared {
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
-        let rss = probe::process_rss().unwrap_or(Bytes::new(self.last_rss.load(Ordering::Relaxed)));
+        let rss = probe::process_rss().map_or_else(
+            || Bytes::new(self.last_rss.load(Ordering::Relaxed)),
+            |own| own.saturating_add(self.workers_rss()),
+        );
         let mut marks = lock(&self.marks);
         if self.stopped.load(Ordering::Relaxed) {
             return;
@@ -379,6 +406,35 @@ impl ProfilerHandle {
         rx
     }
 
+    /// Count process `pid`'s RSS with this process's from now on (a worker process running a
+    /// model): samples, marks, peaks and watches then see the sum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let profiler = masp_profiler::MemoryProfiler::start(Default::default())?;
+    /// let mut child = std::process::Command::new("sleep").arg("5").spawn()?;
+    /// profiler.handle().follow(child.id());
+    /// profiler.handle().unfollow(child.id());
+    /// # child.kill()?; child.wait()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn follow(&self, pid: u32) {
+        if let Some(shared) = &self.shared {
+            let mut followed = lock(&shared.followed);
+            if !followed.contains(&pid) {
+                followed.push(pid);
+            }
+        }
+    }
+
+    /// Stop counting process `pid` (before it is ended).
+    pub fn unfollow(&self, pid: u32) {
+        if let Some(shared) = &self.shared {
+            lock(&shared.followed).retain(|&p| p != pid);
+        }
+    }
+
     /// The process's RSS right now (a fresh read, a few microseconds), falling back to the
     /// last sampled value if the platform cannot report it.
     ///
@@ -462,6 +518,9 @@ impl MemoryProfiler {
             last_rss: AtomicU64::new(0),
             watches: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            followed: Mutex::new(Vec::new()),
+            own_peak: AtomicU64::new(0),
+            workers_peak: AtomicU64::new(0),
         });
         shared.record(rss_start);
 
@@ -544,6 +603,9 @@ impl MemoryProfiler {
             kernel_peak,
             kernel_peak_since_start: self.kernel_peak_reset,
             sampler_cpu_s: sampler_cpu.map(|d| d.as_secs_f64()),
+            own_peak: Some(Bytes::new(self.shared.own_peak.load(Ordering::Relaxed))),
+            workers_peak: Some(Bytes::new(self.shared.workers_peak.load(Ordering::Relaxed)))
+                .filter(|b| b.get() > 0),
         }
     }
 
@@ -641,6 +703,13 @@ pub struct Profile {
     pub kernel_peak_since_start: bool,
     /// CPU time used by the sampler thread, in seconds (`None` where not measurable).
     pub sampler_cpu_s: Option<f64>,
+    /// Highest sampled RSS of this process alone (samples and marks count followed worker
+    /// processes too).
+    #[serde(default)]
+    pub own_peak: Option<Bytes>,
+    /// Highest sampled RSS of the followed worker processes together; `None` when none ran.
+    #[serde(default)]
+    pub workers_peak: Option<Bytes>,
 }
 
 impl Profile {

@@ -70,6 +70,13 @@ pub struct PeakSummary {
     pub kernel_hwm_since_start: bool,
     /// The higher of the two peaks as a percentage of the budget, if a budget was given.
     pub percent_of_budget: Option<f64>,
+    /// Highest sampled RSS of the orchestrator's own process (`sampled` counts worker
+    /// processes too).
+    #[serde(default)]
+    pub orchestrator: Option<Bytes>,
+    /// Highest sampled RSS of the worker processes together; `None` when none ran.
+    #[serde(default)]
+    pub workers: Option<Bytes>,
 }
 
 /// Least-squares slope of RSS over time.
@@ -395,6 +402,8 @@ pub fn generate_report(profile: &Profile) -> Report {
             kernel_hwm,
             kernel_hwm_since_start: profile.kernel_peak_since_start,
             percent_of_budget,
+            orchestrator: profile.own_peak,
+            workers: profile.workers_peak,
         },
         trend: trend(
             &profile.timeline,
@@ -833,6 +842,8 @@ mod tests {
             kernel_peak: None,
             kernel_peak_since_start: false,
             sampler_cpu_s: None,
+            own_peak: None,
+            workers_peak: None,
         }
     }
 

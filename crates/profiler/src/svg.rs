@@ -547,6 +547,8 @@ mod tests {
             kernel_peak: None,
             kernel_peak_since_start: false,
             sampler_cpu_s: None,
+            own_peak: None,
+            workers_peak: None,
         }
         .report()
     }

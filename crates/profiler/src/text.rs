@@ -53,6 +53,15 @@ impl fmt::Display for Report {
             write!(peak, "; kernel high-water mark {hwm}{scope}")?;
         }
         writeln!(f, "  peak          {peak}")?;
+        if let Some(workers) = self.peak.workers {
+            writeln!(
+                f,
+                "  processes     orchestrator peak {}, worker processes peak {} (the sampled \
+                 RSS is their sum)",
+                opt(self.peak.orchestrator),
+                workers
+            )?;
+        }
         if let Some(limit) = self.budget_limit {
             let share = self
                 .peak
