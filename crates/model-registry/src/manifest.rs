@@ -11,6 +11,7 @@
 //! sha256 = "…"                  # optional; verified before every load
 //! sample_rate_hz = 16000
 //! memory = "1.5GiB"             # optional: overrides the estimated load peak
+//! isolation = "process"         # optional: in-process | process (its own worker process)
 //!
 //! [model.generic]               # how the generic adapter feeds the model
 //! input = "audio"               # name of the waveform input, shaped [1, samples]
@@ -100,6 +101,37 @@ pub struct ModelSpec {
     pub memory_override: Option<Bytes>,
     /// Generic-adapter settings (required for `kind = "generic"`).
     pub generic: Option<GenericSpec>,
+    /// Where the model runs, when the manifest says; `None` follows the run's setting.
+    pub isolation: Option<Isolation>,
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In the orchestrator's own process (fast; memory comes back as far as the runtime and
+    /// the allocator give it back).
+    #[default]
+    InProcess,
+    /// In a worker process of its own, ended on unload (memory comes back with certainty,
+    /// a hard memory cap, crashes survived).
+    Process,
+}
+
+impl Isolation {
+    /// The name used in manifests, pipelines and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "in-process",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ModelSpec {
@@ -201,6 +233,7 @@ struct RawModel {
     sha256: Option<String>,
     sample_rate_hz: Option<u32>,
     memory: Option<String>,
+    isolation: Option<Isolation>,
     generic: Option<GenericSpec>,
 }
 
@@ -229,6 +262,7 @@ impl Registry {
                     sample_rate_hz: 16_000,
                     memory_override: None,
                     generic: None,
+                    isolation: None,
                 },
             );
         }
@@ -356,6 +390,7 @@ fn parse_manifest(text: &str, path: &Path, base: &Path) -> Result<Vec<ModelSpec>
             sample_rate_hz,
             memory_override,
             generic: model.generic,
+            isolation: model.isolation,
         });
     }
     Ok(specs)
