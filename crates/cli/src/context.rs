@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use clap::Args;
 use masp_budget::{Budget, BudgetConfig, Bytes};
 use masp_model_registry::estimate::CalibrationStore;
-use masp_model_registry::manifest::Registry;
+use masp_model_registry::manifest::{Isolation, Registry};
 use masp_orchestrator::runtime::SessionOptions;
+use masp_orchestrator::worker::WorkerConfig;
 use masp_orchestrator::{OrchestratorConfig, SequentialOrchestrator};
 use masp_profiler::{MemoryProfiler, ProfilerConfig, ProfilerHandle};
 
@@ -34,6 +35,22 @@ pub struct Common {
     /// Print a summary line (files, audio time, speed, peak memory) on stderr.
     #[arg(long, global = true)]
     pub stats: bool,
+    /// Where models run: `in-process` (default, fastest) or `process` (each model in a worker
+    /// process of its own, ended on unload: memory back with certainty, a hard memory cap,
+    /// crashes survived). A model's manifest entry may set its own.
+    #[arg(long, global = true, value_name = "MODE", value_parser = parse_isolation)]
+    pub isolation: Option<Isolation>,
+}
+
+/// `in-process` or `process`.
+pub fn parse_isolation(text: &str) -> Result<Isolation, String> {
+    match text {
+        "in-process" => Ok(Isolation::InProcess),
+        "process" => Ok(Isolation::Process),
+        other => Err(format!(
+            "unknown isolation {other:?}: use in-process or process"
+        )),
+    }
 }
 
 /// A running session of masp: orchestrator plus, when asked, the profiler.
@@ -92,6 +109,9 @@ impl Session {
                 ..SessionOptions::default()
             },
             max_resident: common.max_resident.max(1),
+            isolation: common.isolation.unwrap_or_default(),
+            // This binary is the worker: `masp worker`.
+            worker: WorkerConfig::new(masp_orchestrator::worker::default_program()),
             ..OrchestratorConfig::default()
         };
         let orchestrator =
@@ -101,6 +121,18 @@ impl Session {
             profiler,
             report_dir: common.report.clone(),
         })
+    }
+
+    /// The run's peak memory for summary lines: this process's, and the largest worker's when
+    /// models ran in workers.
+    pub fn peak_text(&self) -> String {
+        let own = self.orchestrator.peak_rss();
+        let worker = self.orchestrator.worker_peak_rss();
+        if worker.get() == 0 {
+            format!("peak RSS {own}")
+        } else {
+            format!("peak RSS {own} + {worker} in the largest worker")
+        }
     }
 
     /// Save calibration and write the report; returns the report directory when one was written.
@@ -126,6 +158,7 @@ fn write_run_json(dir: &Path, orch: &SequentialOrchestrator) -> anyhow::Result<(
         "budget": orch.budget().describe(),
         "limit": orch.budget().effective_limit(),
         "peak_rss": orch.peak_rss(),
+        "worker_peak_rss": orch.worker_peak_rss(),
         "models": orch.stats(),
         "failures": orch.failures(),
         "estimate_error": orch.calibration().error_table(),

@@ -536,7 +536,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     }
     drop(out);
     let n_failed = jobs.iter().filter(|j| j.failed).count();
-    let peak = session.orchestrator.peak_rss();
+    let peak = session.peak_text();
     let loads: Vec<String> = session
         .orchestrator
         .stats()
@@ -549,7 +549,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
         let speed = if wall_s > 0.0 { audio_s / wall_s } else { 0.0 };
         eprintln!(
             "masp diarize: {n_written} file(s) ok, {n_failed} failed; {audio_s:.1} s of audio in \
-             {wall_s:.2} s ({speed:.0}× real time); loads: {}; peak RSS {peak}",
+             {wall_s:.2} s ({speed:.0}× real time); loads: {}; {peak}",
             loads.join(", ")
         );
     }

@@ -234,6 +234,7 @@ fn check_budget(args: &DoctorArgs) -> Check {
         threads: 1,
         max_resident: 1,
         stats: false,
+        isolation: None,
     };
     match context::budget(&common) {
         Ok(budget) => Check::Ok(budget.describe()),

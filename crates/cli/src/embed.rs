@@ -152,11 +152,11 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     }
     drop(stdout);
     let n_failed = jobs.iter().filter(|j| j.failed).count();
-    let peak = session.orchestrator.peak_rss();
+    let peak = session.peak_text();
     let report = session.finish()?;
     if args.common.stats {
         eprintln!(
-            "masp embed: {} file(s) ok, {n_failed} failed in {:.2} s; peak RSS {peak}",
+            "masp embed: {} file(s) ok, {n_failed} failed in {:.2} s; {peak}",
             jobs.len() - n_failed,
             started.elapsed().as_secs_f64()
         );

@@ -48,6 +48,10 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
+    /// Serve one model for an orchestrator over stdin/stdout (started by `--isolation
+    /// process`; not for direct use).
+    #[command(hide = true)]
+    Worker,
 }
 
 /// What a command reports back to `main`.
@@ -95,6 +99,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Embed(args) => embed::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Completions(args) => completions::run(&args, Cli::command()),
+        // Handled in `main`: its exit code is the protocol's.
+        Command::Worker => Ok(Outcome::AllSucceeded),
     }
 }
 
@@ -118,6 +124,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if matches!(cli.command, Command::Worker) {
+        let code = masp_orchestrator::worker::serve();
+        return ExitCode::from(u8::try_from(code).unwrap_or(EXIT_USAGE));
+    }
     match run(cli) {
         Ok(Outcome::AllSucceeded) => ExitCode::from(EXIT_OK),
         Ok(Outcome::SomeFailed) => ExitCode::from(EXIT_SOME_FAILED),

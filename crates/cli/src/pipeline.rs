@@ -5,6 +5,8 @@
 //! stage waits for the same file's previous stage:
 //!
 //! ```toml
+//! isolation = "process"       # optional: each model in its own worker process
+//!
 //! [[stage]]
 //! model = "silero-vad"        # a registry name (built-in or from the manifest)
 //! threshold = 0.5             # vad stages: the `masp vad` parameters
@@ -68,6 +70,8 @@ pub struct PipelineArgs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineFile {
+    /// Where the pipeline's models run (`--isolation` overrides it).
+    isolation: Option<String>,
     #[serde(rename = "stage")]
     stages: Vec<StageSpec>,
 }
@@ -83,7 +87,7 @@ struct StageSpec {
     speech_pad_ms: Option<u32>,
 }
 
-fn read_pipeline(path: &Path) -> anyhow::Result<Vec<StageSpec>> {
+fn read_pipeline(path: &Path) -> anyhow::Result<PipelineFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading pipeline {}", path.display()))?;
     let file: PipelineFile =
@@ -91,13 +95,29 @@ fn read_pipeline(path: &Path) -> anyhow::Result<Vec<StageSpec>> {
     if file.stages.is_empty() {
         bail!("pipeline {} has no [[stage]]", path.display());
     }
-    Ok(file.stages)
+    Ok(file)
+}
+
+/// The common flags with the pipeline file's settings where the flags say nothing.
+fn common_with_pipeline(args: &PipelineArgs) -> anyhow::Result<Common> {
+    let file = read_pipeline(&args.pipeline)?;
+    let mut common = args.common.clone();
+    if common.isolation.is_none()
+        && let Some(text) = &file.isolation
+    {
+        common.isolation = Some(
+            crate::context::parse_isolation(text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("invalid pipeline {}", args.pipeline.display()))?,
+        );
+    }
+    Ok(common)
 }
 
 /// The batch: every file through every stage, each stage after the file's previous one; and
 /// each task's output directory (one per stage).
 fn batch(session: &Session, args: &PipelineArgs) -> anyhow::Result<(Vec<BatchTask>, Vec<PathBuf>)> {
-    let stages = read_pipeline(&args.pipeline)?;
+    let stages = read_pipeline(&args.pipeline)?.stages;
     let registry = session.orchestrator.registry();
     let mut tasks = Vec::new();
     let mut dirs = Vec::new();
@@ -152,7 +172,7 @@ fn batch(session: &Session, args: &PipelineArgs) -> anyhow::Result<(Vec<BatchTas
 }
 
 pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
-    let session = Session::start(&args.common)?;
+    let session = Session::start(&common_with_pipeline(args)?)?;
     let (tasks, _) = batch(&session, args)?;
     let masp_orchestrator::batch::BatchPlan {
         plan, unplannable, ..
@@ -175,7 +195,7 @@ pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
-    let mut session = Session::start(&args.common)?;
+    let mut session = Session::start(&common_with_pipeline(args)?)?;
     let (all_tasks, all_dirs) = batch(&session, args)?;
     let mut journal = Journal::open(&args.out)?;
     let leftovers = journal::remove_temporaries(&args.out);

@@ -94,7 +94,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     }
     writer.end().context("writing to stdout")?;
     drop(writer);
-    let peak = session.orchestrator.peak_rss();
+    let peak = session.peak_text();
     let report = session.finish()?;
     if args.common.stats {
         let wall_s = started.elapsed().as_secs_f64();
@@ -102,7 +102,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         let _ = writeln!(
             std::io::stderr().lock(),
             "masp vad: {n_ok} file(s) ok, {n_failed} failed; {audio_s:.1} s of audio in {wall_s:.2} s \
-             ({speed:.0}× real time); peak RSS {peak}"
+             ({speed:.0}× real time); {peak}"
         );
     }
     if let Some(dir) = report {

@@ -154,6 +154,17 @@ pub trait ModelAdapter: Send + std::fmt::Debug {
         params: &TaskParams,
         ctx: &mut TaskContext<'_>,
     ) -> Result<TaskOutput>;
+
+    /// The worker process running the model, when it runs in one (process isolation).
+    fn worker(&self) -> Option<crate::worker::WorkerStatus> {
+        None
+    }
+
+    /// Whether the model can no longer run (its worker died or was killed) and must be
+    /// unloaded.
+    fn is_dead(&self) -> bool {
+        false
+    }
 }
 
 /// Loads a model of one kind and wraps it in its adapter.

@@ -148,4 +148,23 @@ pub enum Error {
     /// Locating or verifying a model or asset failed.
     #[error(transparent)]
     Registry(#[from] masp_model_registry::Error),
+    /// A model's worker process failed (`--isolation process`): it crashed, hit its memory
+    /// cap, hung, broke the protocol or could not start. The worker is gone; the orchestrator
+    /// and the rest of the batch go on.
+    #[error("model {model}: worker {failure}")]
+    Worker {
+        /// Model name.
+        model: String,
+        /// What happened, with the memory figures.
+        failure: crate::worker::WorkerFailure,
+    },
+    /// A load or task failed inside a worker, which lives on; the message is the worker's own
+    /// (it names the file and the reason, as in-process).
+    #[error("{message}")]
+    Remote {
+        /// How the worker classed it.
+        class: crate::worker::FailureClass,
+        /// The worker's error message.
+        message: String,
+    },
 }

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod runtime;
 pub mod silero;
 pub mod vad;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};

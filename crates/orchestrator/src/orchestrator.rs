@@ -15,14 +15,21 @@ use std::time::{Duration, Instant};
 
 use masp_budget::{Budget, Bytes, Reservation, probe, trim};
 use masp_model_registry::estimate::{self, CalibrationStore, EstimateSource, MemoryEstimate};
-use masp_model_registry::manifest::{ModelSpec, Registry};
+use masp_model_registry::manifest::{Isolation, ModelSpec, Registry};
 use masp_model_registry::onnx::OnnxMetadata;
 use masp_profiler::{Event, ProfilerHandle};
 use serde::Serialize;
 
 use crate::adapter::{AdapterRegistry, ModelAdapter, TaskContext, TaskOutput, TaskParams};
-use crate::runtime::{Runtime, SessionOptions};
+use crate::runtime::{FIRST_SESSION_ALLOWANCE, Runtime, SessionOptions};
+use crate::worker::protocol::LoadRequest;
+use crate::worker::{WorkerAdapter, WorkerConfig, WorkerFailure};
 use crate::{Error, Result};
+
+/// What a worker process holds before its model: the process itself (binary, libraries,
+/// heap) once ONNX Runtime is initialised. Measured here at 20 MiB; reserved on top of the
+/// model's estimate and the runtime's first-session allowance when a model loads in a worker.
+pub const WORKER_BASE_RSS: Bytes = Bytes::from_mib(24);
 
 /// How the orchestrator behaves; the defaults follow the seed (one resident model).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +51,11 @@ pub struct OrchestratorConfig {
     pub degrade: bool,
     /// Audio per chunk before any calibration, in seconds. Default 2 s: small buffers, few calls.
     pub chunk_s: f64,
+    /// Where models run: in this process (default) or each in a worker process of its own
+    /// ([`Isolation::Process`]). A model's manifest entry may say otherwise for that model.
+    pub isolation: Isolation,
+    /// How worker processes are started, capped, timed and retried (process isolation).
+    pub worker: WorkerConfig,
     /// Keep every [`RunEvent`] in memory ([`SequentialOrchestrator::events`]). Default false:
     /// a batch of many files must not grow memory with its length, and small long-lived
     /// allocations between model loads fragment the heap. Per-model statistics
@@ -61,6 +73,8 @@ impl Default for OrchestratorConfig {
             system_wait: Duration::from_secs(10),
             degrade: true,
             chunk_s: 2.0,
+            isolation: Isolation::InProcess,
+            worker: WorkerConfig::new(crate::worker::default_program()),
             record_events: false,
         }
     }
@@ -100,6 +114,9 @@ pub enum RunEvent {
         load_ms: f64,
         /// Intra-op threads of the session.
         threads: usize,
+        /// The worker process running it, under process isolation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker_pid: Option<u32>,
     },
     /// A model was unloaded and memory cleaned up.
     Unloaded {
@@ -115,6 +132,9 @@ pub enum RunEvent {
         shortfall: Bytes,
         /// Whether `shortfall` exceeded the tolerance.
         leak_suspected: bool,
+        /// Under process isolation: the worker's RSS when it was told to exit, all returned
+        /// (the process was reaped). Zero in-process.
+        worker_returned: Bytes,
     },
     /// A load was refused before it was attempted.
     LoadRefused {
@@ -182,6 +202,8 @@ pub struct ModelStats {
     pub freed_total: Bytes,
     /// Total RSS the allocator trim returned at unloads.
     pub trimmed_total: Bytes,
+    /// Total RSS of worker processes returned by ending them at unloads (process isolation).
+    pub worker_returned_total: Bytes,
     /// Largest shortfall after an unload (RSS above the expected level).
     pub shortfall_max: Bytes,
     /// Unloads after which a leak was suspected.
@@ -214,11 +236,14 @@ struct Resident {
     adapter: Box<dyn ModelAdapter>,
     _reservation: Reservation,
     rss_before_load: Bytes,
-    resident: Bytes,
     estimate: MemoryEstimate,
     key: String,
     last_used: u64,
     threads: usize,
+    /// The worker process, under process isolation.
+    worker_pid: Option<u32>,
+    /// What the model adds to this process's RSS (zero when it runs in a worker).
+    in_process: Bytes,
 }
 
 /// A model's file, checked and estimated, ready to load.
@@ -257,6 +282,8 @@ pub struct SequentialOrchestrator {
     peak_rss: Bytes,
     /// Intra-op threads per model after a degradation.
     thread_override: Vec<(String, usize)>,
+    /// Highest RSS of any one worker process (its kernel high-water mark).
+    worker_peak: Bytes,
 }
 
 impl std::fmt::Debug for SequentialOrchestrator {
@@ -305,6 +332,7 @@ impl SequentialOrchestrator {
             tick: 0,
             peak_rss: probe::process_peak_rss().unwrap_or_default(),
             thread_override: Vec::new(),
+            worker_peak: Bytes::ZERO,
         })
     }
 
@@ -390,9 +418,12 @@ impl SequentialOrchestrator {
                     freed,
                     shortfall,
                     leak_suspected,
+                    worker_returned,
                     ..
                 } => {
                     stats.unloads += 1;
+                    stats.worker_returned_total =
+                        stats.worker_returned_total.saturating_add(*worker_returned);
                     stats.freed_total = stats.freed_total.saturating_add(*freed);
                     stats.trimmed_total = stats.trimmed_total.saturating_add(*trimmed);
                     stats.shortfall_max = stats.shortfall_max.max(*shortfall);
@@ -437,6 +468,13 @@ impl SequentialOrchestrator {
     pub fn peak_rss(&self) -> Bytes {
         self.peak_rss
             .max(probe::process_peak_rss().unwrap_or_default())
+    }
+
+    /// The highest RSS any one worker process reached (its kernel high-water mark, read at
+    /// the end of its load and of each task); zero when no model ran in a worker. With one
+    /// model resident at a time, the run's total peak is at most [`Self::peak_rss`] plus this.
+    pub fn worker_peak_rss(&self) -> Bytes {
+        self.worker_peak
     }
 
     /// Find, verify (sha256 before every load) and estimate a model without loading it.
@@ -485,7 +523,31 @@ impl SequentialOrchestrator {
     }
 
     fn refresh_baseline(&self) {
-        self.budget.measure_baseline();
+        self.budget.measure_baseline_with(self.workers_rss());
+    }
+
+    /// Where `spec` runs: its manifest's choice, else the run's.
+    pub fn isolation_for(&self, spec: &ModelSpec) -> Isolation {
+        spec.isolation.unwrap_or(self.config.isolation)
+    }
+
+    /// What loading `prepared` reserves: its estimated load peak, plus what comes with it.
+    /// In-process, the first session of the process also pays the runtime's one-time globals.
+    /// In a worker, every load pays for a whole process: its base and the runtime's globals.
+    fn load_reservation(&self, prepared: &Prepared) -> Bytes {
+        let extra = match self.isolation_for(&prepared.spec) {
+            Isolation::InProcess => self.runtime.first_session_allowance(),
+            Isolation::Process => WORKER_BASE_RSS.saturating_add(FIRST_SESSION_ALLOWANCE),
+        };
+        prepared.estimate.load_peak.saturating_add(extra)
+    }
+
+    /// RSS of the resident models' worker processes, together.
+    fn workers_rss(&self) -> Bytes {
+        self.resident
+            .iter()
+            .filter_map(|r| r.worker_pid.and_then(probe::process_rss_of))
+            .fold(Bytes::ZERO, Bytes::saturating_add)
     }
 
     fn threads_for(&self, name: &str) -> usize {
@@ -535,12 +597,7 @@ impl SequentialOrchestrator {
         while self.resident.len() >= self.config.max_resident.max(1) {
             self.evict_one("switch");
         }
-        // The first session of the process also pays the runtime's one-time globals: reserve
-        // them with it, so the ledger never admits more than the machine will see.
-        let needed = prepared
-            .estimate
-            .load_peak
-            .saturating_add(self.runtime.first_session_allowance());
+        let needed = self.load_reservation(&prepared);
         let reservation = self.admit(name, needed)?;
         self.load_admitted(prepared, reservation)
     }
@@ -606,9 +663,37 @@ impl SequentialOrchestrator {
         probe::reset_peak_rss();
         let rss_before = rss();
         let started = Instant::now();
-        let loaded = self
-            .adapters
-            .load(self.runtime, &prepared.spec, &prepared.path, options);
+        let isolation = self.isolation_for(&prepared.spec);
+        let loaded = match isolation {
+            Isolation::InProcess => {
+                self.adapters
+                    .load(self.runtime, &prepared.spec, &prepared.path, options)
+            }
+            Isolation::Process => {
+                let request = LoadRequest {
+                    name: name.clone(),
+                    kind: prepared.spec.kind,
+                    path: prepared.path.clone(),
+                    sample_rate_hz: prepared.spec.sample_rate_hz,
+                    generic: prepared.spec.generic.clone(),
+                    intra_op_threads: u32::try_from(threads).unwrap_or(u32::MAX),
+                    prepacking: options.prepacking,
+                };
+                // The cap covers the load, the task that follows it, and weights mapped from
+                // an external-data file (address space the reservation does not count).
+                let working = prepared.estimate.working_for(
+                    (self.config.chunk_s * f64::from(prepared.spec.sample_rate_hz)) as u64,
+                );
+                let cap = self
+                    .config
+                    .worker
+                    .cap
+                    .cap_for(reservation.bytes().saturating_add(working), threads)
+                    .saturating_add(prepared.external_weight_bytes);
+                WorkerAdapter::spawn(&self.config.worker, request, cap)
+                    .map(|w| Box::new(w) as Box<dyn ModelAdapter>)
+            }
+        };
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let rss_after = rss();
         let peak = probe::process_peak_rss()
@@ -627,14 +712,31 @@ impl SequentialOrchestrator {
                 return Err(e);
             }
         };
-        let measured_peak = peak.saturating_sub(rss_before);
-        let resident = rss_after.saturating_sub(rss_before);
+        let worker = adapter.worker();
+        // In a worker the model's growth is measured by the worker itself; what it holds is
+        // the whole process.
+        let (measured_peak, resident, whole, load_ms) = match worker {
+            Some(w) => (
+                w.load.peak.saturating_sub(w.load.rss_before),
+                w.load.rss_after.saturating_sub(w.load.rss_before),
+                w.load.rss_after,
+                load_ms,
+            ),
+            None => {
+                let resident = rss_after.saturating_sub(rss_before);
+                (peak.saturating_sub(rss_before), resident, resident, load_ms)
+            }
+        };
         self.calibration.record_load(
             &prepared.key,
             prepared.metadata_estimate.load_peak,
             measured_peak,
             resident,
         );
+        if let Some(w) = worker {
+            self.profiler.follow(w.pid);
+            self.worker_peak = self.worker_peak.max(w.load.peak);
+        }
         self.record(RunEvent::Loaded {
             model: name.clone(),
             source: prepared.estimate.source,
@@ -643,13 +745,17 @@ impl SequentialOrchestrator {
             resident,
             load_ms,
             threads,
+            worker_pid: worker.map(|w| w.pid),
         });
         // Hold what the model really costs from now on (the load peak has passed). Mapped
         // external weights are not resident yet but will be after the first run: count them.
-        let held = resident.max(prepared.external_weight_bytes);
+        let held = whole.max(prepared.external_weight_bytes);
         if let Err(e) = reservation.resize(held) {
             // The estimate was too low and the model does not fit: give the memory back now.
             // The calibration just recorded makes the next estimate right.
+            if let Some(w) = worker {
+                self.profiler.unfollow(w.pid);
+            }
             drop(adapter);
             drop(reservation);
             self.cleanup();
@@ -666,12 +772,16 @@ impl SequentialOrchestrator {
             adapter,
             _reservation: reservation,
             rss_before_load: rss_before,
-            resident: held,
             estimate,
             key: prepared.key,
             last_used: self.tick,
             threads,
+            worker_pid: worker.map(|w| w.pid),
+            in_process: if worker.is_some() { Bytes::ZERO } else { held },
         });
+        if worker.is_some() {
+            self.refresh_baseline();
+        }
         Ok(())
     }
 
@@ -703,10 +813,7 @@ impl SequentialOrchestrator {
         drop(whole);
         self.config.max_resident = self.config.max_resident.max(names.len());
         for p in prepared {
-            let needed = p
-                .estimate
-                .load_peak
-                .saturating_add(self.runtime.first_session_allowance());
+            let needed = self.load_reservation(&p);
             let reservation = self.admit(&p.spec.name.clone(), needed)?;
             self.load_admitted(p, reservation)?;
         }
@@ -751,9 +858,19 @@ impl SequentialOrchestrator {
             .resident
             .iter()
             .filter(|r| r.rss_before_load >= model.rss_before_load)
-            .fold(Bytes::new(0), |acc, r| acc.saturating_add(r.resident));
+            .fold(Bytes::new(0), |acc, r| acc.saturating_add(r.in_process));
+        // A worker's memory comes back whole when it is reaped: what it held at the end.
+        let worker_rss = model.worker_pid.and_then(probe::process_rss_of);
+        if let Some(pid) = model.worker_pid {
+            self.profiler.unfollow(pid);
+        }
         drop(model.adapter);
         drop(model._reservation);
+        let worker_returned = match (model.worker_pid, worker_rss) {
+            // Dropping the adapter reaped the process: if /proc still shows it, it is not gone.
+            (Some(pid), Some(rss)) if probe::process_rss_of(pid).is_none() => rss,
+            _ => Bytes::ZERO,
+        };
         let mut trimmed = self.cleanup();
         let mut rss_after = rss();
         let expected = model.rss_before_load.saturating_add(later);
@@ -779,6 +896,7 @@ impl SequentialOrchestrator {
             freed: rss_loaded.saturating_sub(rss_after),
             shortfall,
             leak_suspected,
+            worker_returned,
         });
         self.refresh_baseline();
     }
@@ -852,8 +970,19 @@ impl SequentialOrchestrator {
         let mut chunk: Option<usize> = None;
         let mut halvings = 0;
         let mut steps: Vec<String> = Vec::new();
+        let (mut crash_retries, mut cap_retries) = (0, 0);
         loop {
-            self.load_model(&task.model)?;
+            if let Err(e) = self.load_model(&task.model) {
+                match self.retry_after_worker_failure(
+                    task,
+                    &e,
+                    &mut crash_retries,
+                    &mut cap_retries,
+                ) {
+                    true => continue,
+                    false => return Err(e),
+                }
+            }
             let index = self
                 .resident
                 .iter()
@@ -902,9 +1031,62 @@ impl SequentialOrchestrator {
                         });
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A dead worker cannot run the next task: unload it now (it is reaped).
+                    if self
+                        .resident
+                        .get(index)
+                        .is_some_and(|r| r.adapter.is_dead())
+                    {
+                        self.unload_at(index, "worker failed");
+                    }
+                    if self.retry_after_worker_failure(
+                        task,
+                        &e,
+                        &mut crash_retries,
+                        &mut cap_retries,
+                    ) {
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// Whether `error` is a worker failure the retry policy retries (counting the retry).
+    fn retry_after_worker_failure(
+        &mut self,
+        task: &AudioTask,
+        error: &Error,
+        crash_retries: &mut u32,
+        cap_retries: &mut u32,
+    ) -> bool {
+        let Error::Worker { failure, .. } = error else {
+            return false;
+        };
+        if matches!(failure, WorkerFailure::Spawn { .. }) {
+            return false;
+        }
+        let (used, allowed, what) = if failure.is_cap() {
+            (cap_retries, self.config.worker.retries_after_cap, "cap")
+        } else {
+            (
+                crash_retries,
+                self.config.worker.retries_after_crash,
+                "crash",
+            )
+        };
+        if *used >= allowed {
+            return false;
+        }
+        *used += 1;
+        self.degraded(
+            task,
+            &format!("retry after worker {what}"),
+            &format!("{error}; retry {used} of {allowed} in a new worker"),
+        );
+        true
     }
 
     fn degraded(&mut self, task: &AudioTask, step: &str, detail: &str) {
@@ -946,8 +1128,13 @@ impl SequentialOrchestrator {
         let rss_before = rss();
         let alerts = self.profiler.watch(limit);
         let label = task.label.clone();
+        // Worker processes count with this one: read their RSS here, not from what they say.
+        let pids: Vec<u32> = self.resident.iter().filter_map(|r| r.worker_pid).collect();
         let mut check = |_done: u64| -> Result<()> {
-            let now = rss();
+            let now = pids
+                .iter()
+                .filter_map(|&pid| probe::process_rss_of(pid))
+                .fold(rss(), Bytes::saturating_add);
             if alerts.try_recv().is_ok() || now > limit {
                 return Err(Error::Cancelled {
                     task: label.clone(),
@@ -975,9 +1162,20 @@ impl SequentialOrchestrator {
             other => other,
         };
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        let working_peak = probe::process_peak_rss()
-            .unwrap_or_default()
-            .saturating_sub(rss_before);
+        if let Some(peak) = model
+            .adapter
+            .worker()
+            .and_then(|w| probe::process_peak_rss_of(w.pid))
+        {
+            self.worker_peak = self.worker_peak.max(peak);
+        }
+        let model = &mut self.resident[index];
+        let working_peak = match model.adapter.worker() {
+            Some(w) if result.is_ok() => w.last_task_peak,
+            _ => probe::process_peak_rss()
+                .unwrap_or_default()
+                .saturating_sub(rss_before),
+        };
         model.last_used = self.tick;
         let (key, name) = (model.key.clone(), model.name.clone());
         // Cancelled runs are measured too: the next estimate then knows better.

@@ -1,0 +1,30 @@
+//! Process isolation: each model in a worker process of its own.
+//!
+//! With `--isolation process` the orchestrator starts `masp worker` (the same binary) for each
+//! model it loads ([`WorkerAdapter::spawn`]) and ends it on unload. The memory is then back with
+//! certainty — the process is reaped — whatever the runtime or allocator would have kept. The
+//! worker runs under a hard cap derived from its reservation ([`CapRule`]); a worker that
+//! crashes, hits its cap, hangs or writes garbage fails its task with [`crate::Error::Worker`]
+//! naming the model, the cause and the memory figures, and the batch goes on.
+//!
+//! [`protocol`] is the wire format; [`serve`] is the worker's side.
+
+mod client;
+pub mod protocol;
+mod server;
+
+pub use client::{CapRule, WorkerAdapter, WorkerConfig, WorkerFailure, WorkerStatus};
+pub use protocol::FailureClass;
+pub use server::serve;
+
+/// The worker program when none is configured: `MASP_WORKER_PROGRAM` if set, else this
+/// executable when it is `masp`, else `masp` from `PATH`.
+pub fn default_program() -> std::path::PathBuf {
+    if let Some(program) = std::env::var_os("MASP_WORKER_PROGRAM").filter(|p| !p.is_empty()) {
+        return program.into();
+    }
+    match std::env::current_exe() {
+        Ok(exe) if exe.file_stem().is_some_and(|s| s == "masp") => exe,
+        _ => "masp".into(),
+    }
+}

@@ -1,0 +1,217 @@
+//! The worker side: `masp worker` runs [`serve`], which loads one model and runs the tasks the
+//! orchestrator sends until told to exit (or until its stdin closes).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::FromRawFd;
+use std::time::Instant;
+
+use masp_budget::{Bytes, probe, trim};
+use masp_model_registry::manifest::{ModelSource, ModelSpec};
+
+use super::protocol::{
+    FailureClass, FromWorker, LoadReport, LoadRequest, ProtocolError, RunRequest, ToWorker,
+    read_frame,
+};
+use crate::Error;
+use crate::adapter::{AdapterRegistry, ModelAdapter, TaskContext};
+use crate::runtime::{Runtime, SessionOptions};
+
+/// The largest chunk a worker accepts, in samples.
+const MAX_CHUNK_SAMPLES: u64 = 1 << 24;
+
+/// The protocol's output: a private duplicate of stdout. Stdout itself is pointed at stderr, so
+/// nothing a library prints can corrupt a frame.
+fn protocol_output() -> std::io::Result<File> {
+    // SAFETY: dup/dup2 on the standard descriptors; the new descriptor is owned by the File
+    // below and by nothing else.
+    unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+/// Whether an error message says an allocation failed: under the worker's cap that is the cap.
+pub(crate) fn is_allocation_failure(message: &str) -> bool {
+    message.contains("Failed to allocate memory")
+        || message.contains("bad_alloc")
+        || message.contains("memory allocation of")
+        || message.contains("Cannot allocate memory")
+}
+
+fn classify(error: &Error, loading: bool) -> FailureClass {
+    let message = error.to_string();
+    if is_allocation_failure(&message) {
+        return FailureClass::OutOfMemory;
+    }
+    match error {
+        Error::Audio(_) => FailureClass::Input,
+        _ if loading => FailureClass::Load,
+        _ => FailureClass::Task,
+    }
+}
+
+/// Serve the orchestrator on stdin/stdout until it says exit or goes away. Returns the process
+/// exit code: 0 after a clean exit, 2 after a protocol error.
+pub fn serve() -> i32 {
+    let out = match protocol_output() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("masp worker: cannot set up the protocol pipe: {e}");
+            return 2;
+        }
+    };
+    let mut out = BufWriter::new(out);
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let send = |message: FromWorker, out: &mut BufWriter<File>| -> bool {
+        message.write(out).is_ok() && out.flush().is_ok()
+    };
+    if !send(
+        FromWorker::Hello {
+            pid: std::process::id(),
+        },
+        &mut out,
+    ) {
+        return 2;
+    }
+    let mut adapter: Option<Box<dyn ModelAdapter>> = None;
+    loop {
+        let request = match read_frame(&mut input).and_then(|f| {
+            f.map(|(tag, body)| ToWorker::decode(tag, &body))
+                .transpose()
+        }) {
+            Ok(None) | Ok(Some(ToWorker::Exit)) => return 0,
+            Ok(Some(r)) => r,
+            Err(e) => {
+                fail_protocol(&mut out, &e);
+                return 2;
+            }
+        };
+        let reply = match request {
+            ToWorker::Load(load) if adapter.is_none() => match load_model(&load) {
+                Ok((loaded, report)) => {
+                    adapter = Some(loaded);
+                    FromWorker::Loaded(report)
+                }
+                Err(e) => FromWorker::Failed {
+                    class: classify(&e, true),
+                    message: e.to_string(),
+                },
+            },
+            ToWorker::Load(_) => {
+                fail_protocol(&mut out, &"a second load request");
+                return 2;
+            }
+            ToWorker::Run(run) => match adapter.as_mut() {
+                Some(model) => run_task(model.as_mut(), &run, &mut out),
+                None => {
+                    fail_protocol(&mut out, &"a task before any model was loaded");
+                    return 2;
+                }
+            },
+            // `Exit` returned above; the enum is non-exhaustive.
+            _ => return 0,
+        };
+        if !send(reply, &mut out) {
+            return 2;
+        }
+    }
+}
+
+fn fail_protocol(out: &mut BufWriter<File>, reason: &dyn std::fmt::Display) {
+    eprintln!("masp worker: protocol error: {reason}");
+    let _ = FromWorker::Failed {
+        class: FailureClass::Protocol,
+        message: format!("worker protocol error: {reason}"),
+    }
+    .write(out);
+    let _ = out.flush();
+}
+
+fn rss() -> Bytes {
+    probe::process_rss().unwrap_or_default()
+}
+
+fn load_model(load: &LoadRequest) -> Result<(Box<dyn ModelAdapter>, LoadReport), Error> {
+    let runtime = Runtime::get()?;
+    let spec = ModelSpec {
+        name: load.name.clone(),
+        kind: load.kind,
+        source: ModelSource::File(load.path.clone()),
+        sha256: None,
+        sample_rate_hz: load.sample_rate_hz,
+        memory_override: None,
+        generic: load.generic.clone(),
+        isolation: None,
+    };
+    let options = SessionOptions {
+        intra_op_threads: load.intra_op_threads.max(1) as usize,
+        prepacking: load.prepacking,
+    };
+    trim::release_freed_memory();
+    probe::reset_peak_rss();
+    let rss_before = rss();
+    let started = Instant::now();
+    let adapter = AdapterRegistry::default().load(runtime, &spec, &load.path, options)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let rss_after = rss();
+    let peak = probe::process_peak_rss()
+        .unwrap_or(rss_after)
+        .max(rss_after);
+    Ok((
+        adapter,
+        LoadReport {
+            load_ms,
+            rss_before,
+            peak,
+            rss_after,
+        },
+    ))
+}
+
+fn run_task(
+    model: &mut dyn ModelAdapter,
+    run: &RunRequest,
+    out: &mut BufWriter<File>,
+) -> FromWorker {
+    model.reset();
+    probe::reset_peak_rss();
+    let rss_before = rss();
+    let mut check = |samples_done: u64| -> crate::Result<()> {
+        let progress = FromWorker::Progress {
+            samples_done,
+            rss: rss(),
+        };
+        // The orchestrator gone: stop the task, there is nobody to give the result to.
+        progress
+            .write(out)
+            .map_err(|e: ProtocolError| Error::Output {
+                path: "worker protocol pipe".into(),
+                reason: e.to_string(),
+            })
+    };
+    // Not trusted blindly either: a chunk is at most 2^24 samples (64 MiB of f32).
+    let chunk = usize::try_from(run.chunk_samples.clamp(1, MAX_CHUNK_SAMPLES)).unwrap_or(1);
+    let mut ctx = TaskContext::new(chunk, &mut check);
+    let result = model.run(&run.input, &run.params, &mut ctx);
+    let working_peak = probe::process_peak_rss()
+        .unwrap_or_default()
+        .saturating_sub(rss_before);
+    trim::release_freed_memory();
+    match result {
+        Ok(output) => FromWorker::Done {
+            output,
+            working_peak,
+        },
+        Err(e) => FromWorker::Failed {
+            class: classify(&e, false),
+            message: e.to_string(),
+        },
+    }
+}
