@@ -137,6 +137,196 @@ fn python(dir: &Path) -> Result<String> {
     Ok(py.to_string_lossy().into_owned())
 }
 
+/// A `masp … --stats` run: wall time, and the peaks its summary line reports — the
+/// orchestrator's and the largest worker's (zero in-process).
+struct Stats {
+    wall_s: f64,
+    own_peak_mib: f64,
+    worker_peak_mib: f64,
+}
+
+/// Parse "peak RSS 24.3 MiB" and "+ 36.1 MiB in the largest worker" from a summary line.
+fn peaks(line: &str) -> (f64, f64) {
+    let after = |key: &str| -> f64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let unit_of = |key: &str| -> f64 {
+        match line
+            .split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().nth(1))
+        {
+            Some("GiB") => 1024.0,
+            Some("KiB") => 1.0 / 1024.0,
+            _ => 1.0,
+        }
+    };
+    (
+        after("peak RSS ") * unit_of("peak RSS "),
+        after("MiB + ").max(after("GiB + ")) * unit_of(" + "),
+    )
+}
+
+fn stats_run(cmd: &mut Command) -> Result<Stats> {
+    let started = Instant::now();
+    let out = cmd
+        .arg("--stats")
+        .stdout(Stdio::null())
+        .output()
+        .context("spawning")?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("benchmark command failed: {cmd:?}: {stderr}");
+    }
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("peak RSS"))
+        .context("no summary line")?;
+    let (own_peak_mib, worker_peak_mib) = peaks(line);
+    Ok(Stats {
+        wall_s,
+        own_peak_mib,
+        worker_peak_mib,
+    })
+}
+
+/// In-process vs `--isolation process`: VAD over 60 minutes and diarization of 20 files,
+/// alternated three times, best of each. Returns table rows.
+fn isolation(
+    masp: &Path,
+    hour: &Path,
+    batch: &[PathBuf],
+    dir: &Path,
+    results: &mut serde_json::Map<String, Value>,
+) -> Result<Vec<(String, String, String)>> {
+    let mut rows = Vec::new();
+    let jobs: [(&str, Vec<String>); 2] = [
+        (
+            "VAD 60 min",
+            vec![
+                "vad".into(),
+                "--format".into(),
+                "csv".into(),
+                hour.display().to_string(),
+            ],
+        ),
+        ("diarization of 20 files", {
+            let mut a = vec![
+                "diarize".into(),
+                "--speakers".into(),
+                "2".into(),
+                "--format".into(),
+                "rttm".into(),
+            ];
+            a.extend(batch.iter().map(|f| f.display().to_string()));
+            a
+        }),
+    ];
+    for (name, args) in jobs {
+        let mut best: [Option<Stats>; 2] = [None, None];
+        for round in 0..3 {
+            for (i, mode) in ["in-process", "process"].iter().enumerate() {
+                let run_dir = dir.join(format!("iso-run-{mode}-{round}"));
+                let _ = std::fs::remove_dir_all(&run_dir);
+                let mut cmd = Command::new(masp);
+                cmd.args(&args).args(["--isolation", mode]);
+                if args[0] == "diarize" {
+                    cmd.arg("--run-dir").arg(&run_dir);
+                }
+                let s = stats_run(&mut cmd)?;
+                println!(
+                    "  {name} {mode}: {:.2} s, peak {:.1} MiB + worker {:.1} MiB",
+                    s.wall_s, s.own_peak_mib, s.worker_peak_mib
+                );
+                if best[i].as_ref().is_none_or(|b| s.wall_s < b.wall_s) {
+                    best[i] = Some(s);
+                }
+            }
+        }
+        let [Some(inproc), Some(isolated)] = best else {
+            bail!("no runs");
+        };
+        let key = name.replace(' ', "_");
+        results.insert(
+            format!("isolation_{key}"),
+            json!({
+                "in_process_wall_s": inproc.wall_s,
+                "in_process_peak_mib": inproc.own_peak_mib,
+                "isolated_wall_s": isolated.wall_s,
+                "isolated_orchestrator_peak_mib": isolated.own_peak_mib,
+                "isolated_worker_peak_mib": isolated.worker_peak_mib,
+            }),
+        );
+        rows.push((
+            format!("{name}: isolated / in-process wall time"),
+            format!("{:.3}×", ratio(isolated.wall_s, inproc.wall_s)),
+            "≤ 1.05×".to_owned(),
+        ));
+        rows.push((
+            format!("{name}: peak RSS in-process vs isolated (orchestrator + largest worker)"),
+            format!(
+                "{:.1} MiB vs {:.1} + {:.1} MiB",
+                inproc.own_peak_mib, isolated.own_peak_mib, isolated.worker_peak_mib
+            ),
+            "—".to_owned(),
+        ));
+    }
+    Ok(rows)
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+/// `cargo xtask bench isolation`: only the isolation comparison.
+pub fn isolation_only() -> Result<()> {
+    ensure_setup()?;
+    let root = workspace_root();
+    let dir = root.join("target/masp-bench");
+    std::fs::create_dir_all(&dir)?;
+    let ok = cargo()
+        .args(["build", "--release", "--quiet", "-p", "masp-cli"])
+        .current_dir(&root)
+        .status()?
+        .success();
+    if !ok {
+        bail!("release build failed");
+    }
+    let hour = dir.join("sixty_min.wav");
+    speech_wav(&hour, 3600)?;
+    let batch: Vec<PathBuf> = (0..20)
+        .map(|i| dir.join(format!("batch_{i:02}.wav")))
+        .collect();
+    for f in &batch {
+        speech_wav(f, 180)?;
+    }
+    let mut results = serde_json::Map::new();
+    let rows = isolation(
+        &root.join("target/release/masp"),
+        &hour,
+        &batch,
+        &dir,
+        &mut results,
+    )?;
+    let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
+    for (name, value, target) in &rows {
+        md.push_str(&format!("| {name} | {value} | {target} |\n"));
+    }
+    std::fs::write(
+        dir.join("isolation.json"),
+        serde_json::to_vec_pretty(&Value::Object(results))?,
+    )?;
+    std::fs::write(dir.join("isolation.md"), &md)?;
+    println!("\n{md}\nwritten: {}", dir.join("isolation.json").display());
+    Ok(())
+}
+
 pub fn run() -> Result<()> {
     ensure_setup()?;
     let root = workspace_root();
@@ -355,6 +545,12 @@ pub fn run() -> Result<()> {
             "—",
         ),
     ];
+    println!("isolation: in-process vs --isolation process");
+    let mut rows: Vec<(String, String, String)> = rows
+        .into_iter()
+        .map(|(a, b, c)| (a.to_owned(), b, c.to_owned()))
+        .collect();
+    rows.extend(isolation(&masp, &hour, &batch, &dir, &mut results)?);
     let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
     for (name, value, target) in &rows {
         md.push_str(&format!("| {name} | {value} | {target} |\n"));

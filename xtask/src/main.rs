@@ -20,6 +20,7 @@ tasks:
   test-memory       memory-intensive cases with explicit cleanup
   test-faults       20 SIGKILLs at random points of a batch, resumed each time
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
+  bench isolation   only the in-process vs --isolation process comparison
 ";
 
 fn main() -> ExitCode {
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         "test-profile" => suites::test_profile(),
         "test-memory" => suites::test_memory(),
         "test-faults" => suites::test_faults(),
+        "bench" if rest.first().is_some_and(|a| a == "isolation") => bench::isolation_only(),
         "bench" => bench::run(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");

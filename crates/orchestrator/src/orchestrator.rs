@@ -27,7 +27,8 @@ use crate::worker::{WorkerAdapter, WorkerConfig, WorkerFailure};
 use crate::{Error, Result};
 
 /// What a worker process holds before its model: the process itself (binary, libraries,
-/// heap) once ONNX Runtime is initialised. Measured here at 20 MiB; reserved on top of the
+/// heap) once ONNX Runtime is initialised. Measured here at 23.5 MiB (release); reserved on
+/// top of the
 /// model's estimate and the runtime's first-session allowance when a model loads in a worker.
 pub const WORKER_BASE_RSS: Bytes = Bytes::from_mib(24);
 

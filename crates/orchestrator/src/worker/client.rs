@@ -71,10 +71,11 @@ impl WorkerConfig {
 /// cap = address_space_base + threads × per_thread + factor × reservation
 /// ```
 ///
-/// with the worker started under `MALLOC_ARENA_MAX=2` (glibc otherwise reserves a 64 MiB
-/// arena per thread). The defaults come from measurements in `docs/ISOLATION.md`: the bare
-/// worker with ONNX Runtime loaded maps ~150 MiB, each intra-op thread adds ~10 MiB, and a
-/// model's address space is at most ~1.6× its RSS peak. RSS itself is watched by the
+/// with the worker started under `MALLOC_ARENA_MAX=2`: glibc otherwise reserves an arena per
+/// thread. Measured with silero in a release worker (see `docs/ISOLATION.md`): 72 MiB of
+/// address space with one intra-op thread; with 4 and 16 threads 287 and 1152 MiB without the
+/// arena limit, 159 and 256 MiB with it (peaks 207 and 256 MiB). The defaults leave the model
+/// twice its reservation in address space on top of that. RSS itself is checked by the
 /// orchestrator between chunks against the budget, as in-process.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CapRule {
