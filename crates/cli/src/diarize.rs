@@ -6,7 +6,9 @@
 //! after the VAD is unloaded and memory cleaned up, the embedding batch built from those files
 //! (the embedder loaded once; embeddings written to `<run-dir>/<id>.embeddings.json`). Clustering
 //! then reads one file's embeddings at a time, so memory does not grow with the number of files.
-//! A file whose segments JSON is newer than the file itself skips the VAD (a simple resume).
+//! The run directory's journal records each finished result with the sha256 of its input file
+//! and of its stage's configuration, after the result is synced and renamed into place: running
+//! the same command again skips what is done, and redoes what changed or was cut off.
 //! With `--max-resident 2` or more both models stay loaded and each file goes through both in
 //! turn (for comparison: faster switching, higher peak).
 
@@ -21,6 +23,7 @@ use masp_orchestrator::adapter::{RangeEmbedding, TaskOutput, TaskParams};
 use masp_orchestrator::batch::BatchTask;
 use masp_orchestrator::diarize::{self, Clustering, SpeakerOptions, Turn, WindowConfig};
 use masp_orchestrator::embedder::Embedding;
+use masp_orchestrator::journal::{self, Entry, Journal};
 use masp_orchestrator::vad::VadParams;
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +124,9 @@ pub struct Job {
     pub path: PathBuf,
     /// Run-directory name: `<stem>-<hash of the path>`, so equal stems do not collide.
     pub id: String,
+    /// sha256 of the file's content; empty when it cannot be read (never "done", fails when
+    /// it runs).
+    pub input_sha: String,
     pub failed: bool,
 }
 
@@ -147,6 +153,7 @@ impl Job {
                 "{stem}-{:08x}",
                 fnv1a(absolute.to_string_lossy().as_bytes())
             ),
+            input_sha: masp_model_registry::assets::sha256_file(path).unwrap_or_default(),
             failed: false,
         }
     }
@@ -173,22 +180,130 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a file that exists is
-/// complete (a later run may trust it).
+/// Writes `bytes` to `path` through a synced temporary file and a rename, so a file that
+/// exists is complete (a later run may trust it).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    journal::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// True when `derived` exists and is at least as new as `source`.
-fn up_to_date(derived: &Path, source: &Path) -> bool {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
-    match (modified(derived), modified(source)) {
-        (Ok(d), Ok(s)) => d >= s,
-        _ => false,
+/// A run directory: intermediate results, and the journal saying which are complete.
+pub struct RunDir {
+    pub path: PathBuf,
+    journal: Journal,
+    /// Results resumed from the journal, per stage: (VAD, embeddings).
+    pub resumed: (usize, usize),
+}
+
+/// The configuration hashes of the two stages, which a result must match to be reused.
+pub struct StageKeys {
+    pub vad: String,
+    pub embed: String,
+}
+
+impl StageKeys {
+    /// `vad_model` with the default VAD parameters, then `embed_model` over `windows` (a JSON
+    /// description of how ranges are chosen from the segments).
+    pub fn new(
+        session: &Session,
+        stages: &StageArgs,
+        windows: serde_json::Value,
+    ) -> anyhow::Result<Self> {
+        let vad = crate::context::sha256_json(&serde_json::json!({
+            "stage": "vad",
+            "model": stages.vad_model,
+            "model_sha256": crate::context::model_identity(session, &stages.vad_model),
+            "params": VadParams::default(),
+        }))?;
+        let embed = crate::context::sha256_json(&serde_json::json!({
+            "stage": "embed",
+            "after": vad,
+            "model": stages.embed_model,
+            "model_sha256": crate::context::model_identity(session, &stages.embed_model),
+            "windows": windows,
+        }))?;
+        Ok(Self { vad, embed })
     }
+}
+
+impl RunDir {
+    /// Open (or create) `path` and its journal; remove temporaries an interrupted run left.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let journal = Journal::open(path)?;
+        let leftovers = journal::remove_temporaries(path);
+        if leftovers > 0 {
+            eprintln!(
+                "masp: removed {leftovers} partial file(s) left in {} by an interrupted run",
+                path.display()
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            journal,
+            resumed: (0, 0),
+        })
+    }
+
+    pub fn done(&self, task: &str, job: &Job, config: &str, output: &Path) -> bool {
+        !job.input_sha.is_empty()
+            && self.journal.is_done(task, &job.input_sha, config)
+            && output.is_file()
+    }
+
+    pub fn record(
+        &mut self,
+        task: String,
+        job: &Job,
+        config: &str,
+        output: &Path,
+    ) -> anyhow::Result<()> {
+        let relative = output
+            .strip_prefix(&self.path)
+            .unwrap_or(output)
+            .to_path_buf();
+        self.journal.record(Entry {
+            task,
+            input_sha256: job.input_sha.clone(),
+            config_sha256: config.to_owned(),
+            outputs: vec![relative],
+        })?;
+        Ok(())
+    }
+
+    /// Say what was resumed, if anything.
+    pub fn report_resumed(&self, command: &str) {
+        let (vad, embed) = self.resumed;
+        if vad + embed > 0 {
+            eprintln!(
+                "masp {command}: resumed {vad} VAD and {embed} embedding result(s) from {}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+fn vad_key(job: &Job) -> String {
+    format!("vad {}", job.id)
+}
+
+fn embed_key(job: &Job) -> String {
+    format!("embed {}", job.id)
+}
+
+/// Save a file's segments and journal them.
+fn finish_vad(job: &Job, run: &mut RunDir, config: &str, output: TaskOutput) -> anyhow::Result<()> {
+    save_segments(job, &run.path, output)?;
+    run.record(vad_key(job), job, config, &job.segments_path(&run.path))
+}
+
+/// Save a file's embeddings and journal them.
+fn finish_embed(
+    job: &Job,
+    run: &mut RunDir,
+    config: &str,
+    embeddings: &[RangeEmbedding],
+) -> anyhow::Result<()> {
+    save_embeddings(job, &run.path, embeddings)?;
+    run.record(embed_key(job), job, config, &job.embeddings_path(&run.path))
 }
 
 fn save_segments(job: &Job, run_dir: &Path, output: TaskOutput) -> anyhow::Result<()> {
@@ -234,30 +349,35 @@ fn embed_task(job: &Job, model: &str, windows: Vec<(f64, f64)>, out: Option<&Pat
     }
 }
 
-/// The VAD stage as one batch: every file whose segments are not already in `run_dir` (newer
-/// than the file) goes through the VAD, loaded once; each result is written as it comes.
-/// Returns how many files were resumed.
+/// The VAD stage as one batch: every file without a journaled result for this input and
+/// configuration goes through the VAD, loaded once; each result is written and journaled as it
+/// comes.
 pub fn vad_stage(
     session: &mut Session,
     jobs: &mut [Job],
-    run_dir: &Path,
+    run: &mut RunDir,
     model: &str,
-) -> anyhow::Result<usize> {
+    config: &str,
+) -> anyhow::Result<()> {
     let mut todo = Vec::new();
     let mut tasks = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        if !job.failed && !up_to_date(&job.segments_path(run_dir), &job.path) {
-            todo.push(i);
-            tasks.push(BatchTask {
-                task: vad_task(job, model),
-                depends_on: Vec::new(),
-                priority: 0,
-            });
+        if job.failed {
+            continue;
         }
+        if run.done(&vad_key(job), job, config, &job.segments_path(&run.path)) {
+            run.resumed.0 += 1;
+            continue;
+        }
+        todo.push(i);
+        tasks.push(BatchTask {
+            task: vad_task(job, model),
+            depends_on: Vec::new(),
+            priority: 0,
+        });
     }
-    let resumed = jobs.iter().filter(|j| !j.failed).count() - todo.len();
     if tasks.is_empty() {
-        return Ok(resumed);
+        return Ok(());
     }
     session
         .orchestrator
@@ -265,31 +385,33 @@ pub fn vad_stage(
             let job = &mut jobs[todo[k]];
             let saved = result
                 .map_err(|e| crate::one_line(&e))
-                .and_then(|out| save_segments(job, run_dir, out).map_err(|e| format!("{e:#}")));
+                .and_then(|out| finish_vad(job, run, config, out).map_err(|e| format!("{e:#}")));
             if let Err(reason) = saved {
                 job.fail(&reason);
             }
         })
         .context("planning the VAD batch")?;
-    Ok(resumed)
+    Ok(())
 }
 
 /// Time ranges to embed from a file's speech segments.
 pub type WindowsOf<'a> = dyn Fn(&[(f64, f64)]) -> anyhow::Result<Vec<(f64, f64)>> + 'a;
-/// Receives a file's embeddings (and the `.npy` written, if any) as soon as they exist.
-pub type OnEmbedded<'a> =
-    dyn FnMut(&Job, Vec<RangeEmbedding>, Option<PathBuf>) -> anyhow::Result<()> + 'a;
+/// Receives a file's embeddings as soon as they exist (or are read back from the run
+/// directory).
+pub type OnEmbedded<'a> = dyn FnMut(&Job, Vec<RangeEmbedding>) -> anyhow::Result<()> + 'a;
 
 /// The embedding stage as one batch: for every file that got through the VAD, the ranges
-/// `windows_of(segments)` are embedded (the embedder loaded once) and handed to `on_result`
-/// as soon as each file is done. `npy_dir`, when set, also gets `<stem>.embeddings.npy`.
+/// `windows_of(segments)` are embedded (the embedder loaded once), written to the run
+/// directory and journaled, and handed to `on_result` as soon as each file is done. Files
+/// whose embeddings are journaled for this input and configuration are read back instead.
+#[allow(clippy::too_many_arguments)]
 pub fn embed_stage(
     session: &mut Session,
     jobs: &mut [Job],
-    run_dir: &Path,
+    run: &mut RunDir,
     model: &str,
+    config: &str,
     windows_of: &WindowsOf<'_>,
-    npy_dir: Option<&Path>,
     on_result: &mut OnEmbedded<'_>,
 ) -> anyhow::Result<()> {
     let mut todo = Vec::new();
@@ -298,18 +420,35 @@ pub fn embed_stage(
         if job.failed {
             continue;
         }
-        let windows = read_segments(job, run_dir).and_then(|doc| windows_of(&doc.segments));
+        // Journaled and readable: hand it on. Unreadable although journaled (edited by
+        // hand?): redo it.
+        if run.done(
+            &embed_key(job),
+            job,
+            config,
+            &job.embeddings_path(&run.path),
+        ) && let Ok(embeddings) = read_embeddings(job, &run.path)
+        {
+            run.resumed.1 += 1;
+            if let Err(e) = on_result(job, embeddings) {
+                job.fail(&format!("{e:#}"));
+            }
+            continue;
+        }
+        let windows = read_segments(job, &run.path).and_then(|doc| windows_of(&doc.segments));
         match windows {
             // No speech: nothing to embed; the file has an empty result.
             Ok(w) if w.is_empty() => {
-                if let Err(e) = on_result(job, Vec::new(), None) {
+                let handled =
+                    finish_embed(job, run, config, &[]).and_then(|()| on_result(job, Vec::new()));
+                if let Err(e) = handled {
                     job.fail(&format!("{e:#}"));
                 }
             }
             Ok(w) => {
                 todo.push(i);
                 tasks.push(BatchTask {
-                    task: embed_task(job, model, w, npy_dir),
+                    task: embed_task(job, model, w, None),
                     depends_on: Vec::new(),
                     priority: 0,
                 });
@@ -325,11 +464,11 @@ pub fn embed_stage(
         .run_batch(&tasks, &mut |k, result| {
             let job = &mut jobs[todo[k]];
             let handled = match result {
-                Ok(TaskOutput::RangeEmbeddings {
-                    embeddings,
-                    written,
-                }) => on_result(job, embeddings, written.map(|w| w.path))
-                    .map_err(|e| format!("{e:#}")),
+                Ok(TaskOutput::RangeEmbeddings { embeddings, .. }) => {
+                    finish_embed(job, run, config, &embeddings)
+                        .and_then(|()| on_result(job, embeddings))
+                        .map_err(|e| format!("{e:#}"))
+                }
                 Ok(_) => Err("the embedding model returned no range embeddings".into()),
                 Err(e) => Err(crate::one_line(&e)),
             };
@@ -345,22 +484,34 @@ pub fn embed_stage(
 fn interleaved(
     session: &mut Session,
     jobs: &mut [Job],
-    run_dir: &Path,
+    run: &mut RunDir,
     stages: &StageArgs,
+    keys: &StageKeys,
 ) -> anyhow::Result<()> {
     session.orchestrator.load_model(&stages.vad_model)?;
     session.orchestrator.load_model(&stages.embed_model)?;
     let windows = stages.windows();
     for job in jobs.iter_mut() {
         let result = (|| -> anyhow::Result<()> {
-            if !up_to_date(&job.segments_path(run_dir), &job.path) {
+            if run.done(&vad_key(job), job, &keys.vad, &job.segments_path(&run.path)) {
+                run.resumed.0 += 1;
+            } else {
                 let out = session
                     .orchestrator
                     .process_task(&vad_task(job, &stages.vad_model))
                     .map_err(|e| anyhow::anyhow!(crate::one_line(&e)))?;
-                save_segments(job, run_dir, out)?;
+                finish_vad(job, run, &keys.vad, out)?;
             }
-            let doc = read_segments(job, run_dir)?;
+            if run.done(
+                &embed_key(job),
+                job,
+                &keys.embed,
+                &job.embeddings_path(&run.path),
+            ) {
+                run.resumed.1 += 1;
+                return Ok(());
+            }
+            let doc = read_segments(job, &run.path)?;
             let w = diarize::speech_windows(&doc.segments, &windows)?;
             let embeddings = if w.is_empty() {
                 Vec::new()
@@ -374,7 +525,7 @@ fn interleaved(
                     _ => anyhow::bail!("the embedding model returned no range embeddings"),
                 }
             };
-            save_embeddings(job, run_dir, &embeddings)
+            finish_embed(job, run, &keys.embed, &embeddings)
         })();
         if let Err(e) = result {
             job.fail(&format!("{e:#}"));
@@ -392,6 +543,35 @@ fn save_embeddings(job: &Job, run_dir: &Path, embeddings: &[RangeEmbedding]) -> 
     write_atomically(&job.embeddings_path(run_dir), &serde_json::to_vec(&doc)?)
 }
 
+/// A file's embeddings as the embedding stage left them in the run directory.
+fn read_embeddings(job: &Job, run_dir: &Path) -> anyhow::Result<Vec<RangeEmbedding>> {
+    let path = job.embeddings_path(run_dir);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: EmbeddingsDoc =
+        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+    if doc.windows.len() != doc.embeddings.len() {
+        anyhow::bail!(
+            "{}: {} windows but {} embeddings",
+            path.display(),
+            doc.windows.len(),
+            doc.embeddings.len()
+        );
+    }
+    doc.windows
+        .iter()
+        .zip(&doc.embeddings)
+        .map(|(&(start_s, end_s), e)| {
+            Ok(RangeEmbedding {
+                start_s,
+                end_s,
+                embedding: Embedding::try_from(e.as_slice()).with_context(|| {
+                    format!("{}: an embedding is not 256 values", path.display())
+                })?,
+            })
+        })
+        .collect()
+}
+
 /// Clustering and turns of one file, from its files in the run directory.
 fn cluster_file(
     job: &Job,
@@ -399,17 +579,10 @@ fn cluster_file(
     options: &SpeakerOptions,
 ) -> anyhow::Result<(SegmentsDoc, Vec<Turn>)> {
     let segments = read_segments(job, run_dir)?;
-    let path = job.embeddings_path(run_dir);
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: EmbeddingsDoc =
-        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
-    let embeddings: Vec<Embedding> = doc
-        .embeddings
-        .iter()
-        .map(|e| Embedding::try_from(e.as_slice()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: an embedding is not 256 values", path.display()))?;
-    let turns = diarize::assign_speakers(&segments.segments, &doc.windows, &embeddings, options)?;
+    let ranges = read_embeddings(job, run_dir)?;
+    let windows: Vec<(f64, f64)> = ranges.iter().map(|r| (r.start_s, r.end_s)).collect();
+    let embeddings: Vec<Embedding> = ranges.iter().map(|r| r.embedding).collect();
+    let turns = diarize::assign_speakers(&segments.segments, &windows, &embeddings, options)?;
     Ok((segments, turns))
 }
 
@@ -482,37 +655,36 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     let windows = args.stages.windows();
     windows.validate()?;
     let started = Instant::now();
-    std::fs::create_dir_all(&args.run_dir)
-        .with_context(|| format!("creating {}", args.run_dir.display()))?;
+    let mut run = RunDir::open(&args.run_dir)?;
     let mut session = Session::start(&args.common)?;
+    let keys = StageKeys::new(
+        &session,
+        &args.stages,
+        serde_json::json!({"speech_windows": {"window_s": windows.window_s, "hop_s": windows.hop_s}}),
+    )?;
     let mut jobs: Vec<Job> = args.files.iter().map(|p| Job::new(p)).collect();
 
     if args.common.max_resident >= 2 {
-        interleaved(&mut session, &mut jobs, &args.run_dir, &args.stages)?;
+        interleaved(&mut session, &mut jobs, &mut run, &args.stages, &keys)?;
     } else {
-        let resumed = vad_stage(
+        vad_stage(
             &mut session,
             &mut jobs,
-            &args.run_dir,
+            &mut run,
             &args.stages.vad_model,
+            &keys.vad,
         )?;
-        if resumed > 0 {
-            eprintln!(
-                "masp diarize: {resumed} file(s) resumed from segments in {}",
-                args.run_dir.display()
-            );
-        }
-        let run_dir = args.run_dir.clone();
         embed_stage(
             &mut session,
             &mut jobs,
-            &args.run_dir,
+            &mut run,
             &args.stages.embed_model,
+            &keys.embed,
             &|segments| Ok(diarize::speech_windows(segments, &windows)?),
-            None,
-            &mut |job, embeddings, _| save_embeddings(job, &run_dir, &embeddings),
+            &mut |_, _| Ok(()),
         )?;
     }
+    run.report_resumed("diarize");
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

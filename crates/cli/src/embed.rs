@@ -9,10 +9,12 @@ use anyhow::Context;
 use clap::Args;
 use masp_orchestrator::adapter::RangeEmbedding;
 use masp_orchestrator::diarize;
+use masp_orchestrator::embedder::EMBEDDING_DIM;
+use masp_orchestrator::npy::NpyWriter;
 
 use crate::Outcome;
 use crate::context::{Common, Session};
-use crate::diarize::{Job, StageArgs, embed_stage, vad_stage, write_atomically};
+use crate::diarize::{Job, RunDir, StageArgs, StageKeys, embed_stage, vad_stage, write_atomically};
 
 /// Output formats of `masp embed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,16 +71,22 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
-    std::fs::create_dir_all(&args.run_dir)
-        .with_context(|| format!("creating {}", args.run_dir.display()))?;
     let started = Instant::now();
+    let mut run = RunDir::open(&args.run_dir)?;
     let mut session = Session::start(&args.common)?;
+    let ranges = if args.per_window {
+        serde_json::json!({"speech_windows": {"window_s": windows.window_s, "hop_s": windows.hop_s}})
+    } else {
+        serde_json::json!("segments")
+    };
+    let keys = StageKeys::new(&session, &args.stages, ranges)?;
     let mut jobs: Vec<Job> = args.files.iter().map(|p| Job::new(p)).collect();
     vad_stage(
         &mut session,
         &mut jobs,
-        &args.run_dir,
+        &mut run,
         &args.stages.vad_model,
+        &keys.vad,
     )?;
 
     let stdout = std::io::stdout();
@@ -96,57 +104,48 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
             Ok(segments.to_vec())
         }
     };
-    let npy_dir = match args.format {
-        EmbedFormat::Npy => args.out.as_deref(),
-        EmbedFormat::Json => None,
-    };
-    let mut on_result =
-        |job: &Job, embeddings: Vec<RangeEmbedding>, npy: Option<PathBuf>| -> anyhow::Result<()> {
-            match (&args.out, args.format) {
-                (None, _) => {
-                    let sep = if n_written == 0 { "" } else { ",\n" };
-                    let text = serde_json::to_string_pretty(&ranges_json(job, &embeddings))?;
-                    write!(stdout, "{sep}{text}").context("writing to stdout")?;
-                    stdout.flush().context("writing to stdout")?;
-                }
-                (Some(out), EmbedFormat::Json) => {
-                    let path = out.join(format!("{}.embeddings.json", stem(&job.path)));
-                    write_atomically(
-                        &path,
-                        &serde_json::to_vec_pretty(&ranges_json(job, &embeddings))?,
-                    )?;
-                }
-                (Some(out), EmbedFormat::Npy) => {
-                    // No speech: the adapter wrote nothing; an empty ranges file says so.
-                    let ranges_path = match &npy {
-                        Some(p) => p.with_file_name(
-                            p.file_name()
-                                .map(|n| {
-                                    n.to_string_lossy()
-                                        .replace(".embeddings.npy", ".ranges.json")
-                                })
-                                .unwrap_or_default(),
-                        ),
-                        None => out.join(format!("{}.ranges.json", stem(&job.path))),
-                    };
-                    let ranges: Vec<(f64, f64)> =
-                        embeddings.iter().map(|e| (e.start_s, e.end_s)).collect();
-                    let doc = serde_json::json!({"path": job.path, "npy": npy, "ranges": ranges});
-                    write_atomically(&ranges_path, &serde_json::to_vec_pretty(&doc)?)?;
-                }
+    let mut on_result = |job: &Job, embeddings: Vec<RangeEmbedding>| -> anyhow::Result<()> {
+        match (&args.out, args.format) {
+            (None, _) => {
+                let sep = if n_written == 0 { "" } else { ",\n" };
+                let text = serde_json::to_string_pretty(&ranges_json(job, &embeddings))?;
+                write!(stdout, "{sep}{text}").context("writing to stdout")?;
+                stdout.flush().context("writing to stdout")?;
             }
-            n_written += 1;
-            Ok(())
-        };
+            (Some(out), EmbedFormat::Json) => {
+                let path = out.join(format!("{}.embeddings.json", stem(&job.path)));
+                write_atomically(
+                    &path,
+                    &serde_json::to_vec_pretty(&ranges_json(job, &embeddings))?,
+                )?;
+            }
+            (Some(out), EmbedFormat::Npy) => {
+                // No speech: no .npy; an empty ranges file says so.
+                let npy = if embeddings.is_empty() {
+                    None
+                } else {
+                    Some(write_npy(out, &job.path, &embeddings)?)
+                };
+                let ranges_path = out.join(format!("{}.ranges.json", stem(&job.path)));
+                let ranges: Vec<(f64, f64)> =
+                    embeddings.iter().map(|e| (e.start_s, e.end_s)).collect();
+                let doc = serde_json::json!({"path": job.path, "npy": npy, "ranges": ranges});
+                write_atomically(&ranges_path, &serde_json::to_vec_pretty(&doc)?)?;
+            }
+        }
+        n_written += 1;
+        Ok(())
+    };
     embed_stage(
         &mut session,
         &mut jobs,
-        &args.run_dir,
+        &mut run,
         &args.stages.embed_model,
+        &keys.embed,
         &windows_of,
-        npy_dir,
         &mut on_result,
     )?;
+    run.report_resumed("embed");
     if to_stdout {
         writeln!(stdout, "{}]", if n_written == 0 { "" } else { "\n" })?;
     }
@@ -165,6 +164,19 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         eprintln!("masp: report in {}", dir.display());
     }
     Ok(Outcome::from_failures(n_failed))
+}
+
+/// `<out>/<stem>.embeddings.npy`: float32 `[n_ranges, 256]`, written under a temporary name and
+/// renamed when complete.
+fn write_npy(out: &Path, input: &Path, embeddings: &[RangeEmbedding]) -> anyhow::Result<PathBuf> {
+    let path = out.join(format!("{}.embeddings.npy", stem(input)));
+    let io = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", path.display());
+    let mut writer = NpyWriter::create(&path, &[EMBEDDING_DIM]).map_err(io)?;
+    for e in embeddings {
+        writer.push_row(&e.embedding).map_err(io)?;
+    }
+    writer.finish().map_err(io)?;
+    Ok(path)
 }
 
 /// The file name without extension, made safe for a file name.

@@ -322,16 +322,10 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
 
 /// sha256 of what determines a task's result besides its input: model, model file, parameters.
 fn config_sha(session: &Session, task: &AudioTask) -> anyhow::Result<String> {
-    let spec = session.orchestrator.registry().get(&task.model);
-    let model_identity = spec.and_then(|s| s.sha256.clone()).unwrap_or_else(|| {
-        spec.and_then(|s| s.path().ok())
-            .and_then(|p| masp_model_registry::assets::sha256_file(&p).ok())
-            .unwrap_or_default()
-    });
-    let doc = serde_json::json!({ "model": task.model, "model_sha256": model_identity, "params": task.params });
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        serde_json::to_vec(&doc)?,
-    )))
+    let model_identity = crate::context::model_identity(session, &task.model);
+    crate::context::sha256_json(
+        &serde_json::json!({ "model": task.model, "model_sha256": model_identity, "params": task.params }),
+    )
 }
 
 /// Persist a task's result as `<dir>/<stem>.json` (tensors are already in `dir`), atomically;

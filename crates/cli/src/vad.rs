@@ -6,9 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use masp_audio::AudioInfo;
 use masp_orchestrator::AudioTask;
 use masp_orchestrator::adapter::{TaskOutput, TaskParams};
-use masp_orchestrator::vad::VadParams;
+use masp_orchestrator::vad::{SpeechSegment, VadOutcome, VadParams};
+use serde::{Deserialize, Serialize};
+
+use crate::diarize::{Job, RunDir, write_atomically};
 
 use crate::Outcome;
 use crate::context::{Common, Session};
@@ -45,11 +49,74 @@ pub struct VadArgs {
     /// segments as `silero-vad` with many frames per call (2.5× faster on an hour of speech).
     #[arg(long, default_value = "silero-vad-sequence")]
     model: String,
+    /// Keep each file's result in DIR with a journal: running the same command again prints
+    /// finished files from DIR instead of redoing them (changed files or parameters are redone).
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     /// Audio files (wav, flac, mp3, ogg/vorbis).
     #[arg(required = true)]
     files: Vec<PathBuf>,
+}
+
+/// One file's result as kept in a run directory.
+#[derive(Debug, Serialize, Deserialize)]
+struct VadRecord {
+    codec: String,
+    source_sample_rate_hz: u32,
+    n_channels: usize,
+    n_source_frames: Option<u64>,
+    n_samples: u64,
+    /// `[start_sample, end_sample)` at 16 kHz.
+    segments: Vec<(u64, u64)>,
+}
+
+fn record_path(run: &RunDir, job: &Job) -> PathBuf {
+    run.path.join(format!("{}.vad.json", job.id))
+}
+
+fn save_record(run: &mut RunDir, job: &Job, config: &str, o: &VadOutcome) -> anyhow::Result<()> {
+    let record = VadRecord {
+        codec: o.info.codec.clone(),
+        source_sample_rate_hz: o.info.source_sample_rate_hz,
+        n_channels: o.info.n_channels,
+        n_source_frames: o.info.n_source_frames,
+        n_samples: o.n_samples,
+        segments: o
+            .segments
+            .iter()
+            .map(|s| (s.start_sample, s.end_sample))
+            .collect(),
+    };
+    let path = record_path(run, job);
+    write_atomically(&path, &serde_json::to_vec(&record)?)?;
+    run.record(format!("vad {}", job.id), job, config, &path)
+}
+
+fn read_record(run: &RunDir, job: &Job) -> anyhow::Result<VadOutcome> {
+    let path = record_path(run, job);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let r: VadRecord =
+        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(VadOutcome {
+        info: AudioInfo {
+            path: job.path.clone(),
+            codec: r.codec,
+            source_sample_rate_hz: r.source_sample_rate_hz,
+            n_channels: r.n_channels,
+            n_source_frames: r.n_source_frames,
+        },
+        n_samples: r.n_samples,
+        segments: r
+            .segments
+            .into_iter()
+            .map(|(start_sample, end_sample)| SpeechSegment {
+                start_sample,
+                end_sample,
+            })
+            .collect(),
+    })
 }
 
 pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
@@ -63,7 +130,15 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     };
     params.validate()?;
     let started = Instant::now();
+    let mut run = args.run_dir.as_deref().map(RunDir::open).transpose()?;
     let mut session = Session::start(&args.common)?;
+    let config = crate::context::sha256_json(&serde_json::json!({
+        "stage": "vad",
+        "model": args.model,
+        "model_sha256": crate::context::model_identity(&session, &args.model),
+        "params": params,
+    }))?;
+    let mut n_resumed = 0usize;
     // Load before the first file: a missing or refused model is one error, not one per file.
     session.orchestrator.load_model(&args.model)?;
 
@@ -72,6 +147,22 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     writer.begin().context("writing to stdout")?;
     let (mut n_ok, mut n_failed, mut audio_s) = (0usize, 0usize, 0.0f64);
     for path in &args.files {
+        let job = run.as_ref().map(|_| Job::new(path));
+        if let (Some(run), Some(job)) = (&run, &job)
+            && run.done(
+                &format!("vad {}", job.id),
+                job,
+                &config,
+                &record_path(run, job),
+            )
+            && let Ok(outcome) = read_record(run, job)
+        {
+            n_ok += 1;
+            n_resumed += 1;
+            audio_s += outcome.duration_s();
+            writer.file(path, &outcome).context("writing to stdout")?;
+            continue;
+        }
         let task = AudioTask {
             label: format!("vad {}", path.display()),
             model: args.model.clone(),
@@ -80,6 +171,15 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         };
         match session.orchestrator.process_task(&task) {
             Ok(TaskOutput::Segments(outcome)) => {
+                if let (Some(run), Some(job)) = (run.as_mut(), &job)
+                    && let Err(e) = save_record(run, job, &config, &outcome)
+                {
+                    // The result is still printed; only resuming it later is lost.
+                    eprintln!(
+                        "masp: {}: not kept in the run directory: {e:#}",
+                        path.display()
+                    );
+                }
                 n_ok += 1;
                 audio_s += outcome.duration_s();
                 writer.file(path, &outcome).context("writing to stdout")?;
@@ -94,6 +194,14 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     }
     writer.end().context("writing to stdout")?;
     drop(writer);
+    if n_resumed > 0
+        && let Some(dir) = &args.run_dir
+    {
+        eprintln!(
+            "masp vad: resumed {n_resumed} file(s) from {}",
+            dir.display()
+        );
+    }
     let peak = session.peak_text();
     let report = session.finish()?;
     if args.common.stats {

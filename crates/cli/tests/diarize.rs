@@ -82,7 +82,7 @@ fn rttm_of_two_voices_matches_the_known_turns_and_a_bad_file_fails_alone() {
         );
     }
 
-    // Again: the segments in the run directory are reused (the VAD is not run).
+    // Again: segments and embeddings in the run directory are reused (no model runs).
     let again = masp(
         &args(&["--format", "json", "--speakers", "2", "--stats"])
             .iter()
@@ -90,7 +90,15 @@ fn rttm_of_two_voices_matches_the_known_turns_and_a_bad_file_fails_alone() {
             .collect::<Vec<_>>(),
     );
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(stderr.contains("1 file(s) resumed"), "{stderr}");
+    assert!(
+        stderr.contains("resumed 1 VAD and 1 embedding result(s)"),
+        "{stderr}"
+    );
+    // Only the missing file went to the VAD again (and failed again); nothing was embedded.
+    assert!(
+        !stderr.contains("speaker-embedder"),
+        "the embedder ran again: {stderr}"
+    );
     let doc: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(doc[0]["n_speakers"], 2, "{doc}");
     assert_eq!(doc[0]["turns"].as_array().unwrap().len(), 6, "{doc}");
@@ -195,4 +203,118 @@ fn embed_writes_one_normalised_embedding_per_segment_as_json_and_npy() {
     assert!(n > 6, "more windows than segments: {n}");
     let header = String::from_utf8_lossy(&npy[..128]);
     assert!(header.contains(&format!("({n}, 256)")), "{header}");
+}
+
+/// A `masp` call from string arguments.
+fn masp_str(args: &[&str]) -> Output {
+    masp(&args.iter().map(std::ffi::OsStr::new).collect::<Vec<_>>())
+}
+
+#[test]
+fn resume_notices_changed_inputs_and_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let talk = dir.path().join("talk.wav");
+    std::fs::copy(samples().join("two_voices.wav"), &talk).unwrap();
+    let (run, talk) = (run_dir.to_str().unwrap(), talk.to_str().unwrap());
+    let diarize = |extra: &[&str]| {
+        let mut a = vec!["diarize", "--run-dir", run, "--stats"];
+        a.extend_from_slice(extra);
+        a.push(talk);
+        let out = masp_str(&a);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (first, _) = diarize(&[]);
+    let (same, stderr) = diarize(&[]);
+    assert_eq!(same, first);
+    assert!(stderr.contains("resumed 1 VAD and 1 embedding"), "{stderr}");
+    // Another window length: the segments still hold, the embeddings are redone.
+    let (_, stderr) = diarize(&["--window-s", "2.0"]);
+    assert!(stderr.contains("resumed 1 VAD and 0 embedding"), "{stderr}");
+    // Same name, other content (the file shortened to its first half): both are redone.
+    let bytes = std::fs::read(talk).unwrap();
+    let half = masp_audio_half(&bytes);
+    std::fs::write(talk, half).unwrap();
+    let (changed, stderr) = diarize(&[]);
+    assert!(!stderr.contains("resumed"), "{stderr}");
+    assert_ne!(changed, first);
+    // Interrupted-run leftovers are removed and do not count as results.
+    std::fs::write(run_dir.join(".x.segments.json.masp-tmp"), b"partial").unwrap();
+    let (_, stderr) = diarize(&[]);
+    assert!(stderr.contains("removed 1 partial file"), "{stderr}");
+    assert!(!run_dir.join(".x.segments.json.masp-tmp").exists());
+}
+
+/// A 16-bit PCM WAV cut to the first half of its samples (header sizes fixed up).
+fn masp_audio_half(wav: &[u8]) -> Vec<u8> {
+    let data_at = wav.windows(4).position(|w| w == b"data").unwrap();
+    let len = u32::from_le_bytes(wav[data_at + 4..data_at + 8].try_into().unwrap());
+    let half = (len / 2) & !1;
+    let mut out = wav[..data_at + 8 + half as usize].to_vec();
+    out[data_at + 4..data_at + 8].copy_from_slice(&half.to_le_bytes());
+    let riff = (out.len() - 8) as u32;
+    out[4..8].copy_from_slice(&riff.to_le_bytes());
+    out
+}
+
+#[test]
+fn embed_and_vad_resume_with_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let talk = samples().join("two_voices.wav");
+    let talk = talk.to_str().unwrap();
+    // embed, npy: the second run reads the embeddings back and writes the same files.
+    let run = dir.path().join("run-embed");
+    let (out1, out2) = (dir.path().join("npy1"), dir.path().join("npy2"));
+    for out in [&out1, &out2] {
+        let o = masp_str(&[
+            "embed",
+            "--format",
+            "npy",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            talk,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let npy = |d: &Path| std::fs::read(d.join("two_voices.embeddings.npy")).unwrap();
+    assert_eq!(npy(&out1), npy(&out2));
+    assert!(npy(&out1).len() > 256 * 4);
+    let ranges = |d: &Path| {
+        std::fs::read_to_string(d.join("two_voices.ranges.json"))
+            .unwrap()
+            .replace(d.to_str().unwrap(), "OUT")
+    };
+    assert_eq!(ranges(&out1), ranges(&out2));
+
+    // vad --run-dir: the second run prints the same from the run directory.
+    let run = dir.path().join("run-vad");
+    let vad = || masp_str(&["vad", "--run-dir", run.to_str().unwrap(), talk]);
+    let (a, b) = (vad(), vad());
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    assert!(
+        String::from_utf8_lossy(&b.stderr).contains("resumed 1 file(s)"),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    // Other parameters are not the same result.
+    let c = masp_str(&[
+        "vad",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--threshold",
+        "0.7",
+        talk,
+    ]);
+    assert!(!String::from_utf8_lossy(&c.stderr).contains("resumed"));
 }

@@ -13,7 +13,7 @@ pub mod diarize;
 pub mod embedder;
 mod error;
 pub mod journal;
-mod npy;
+pub mod npy;
 pub mod orchestrator;
 pub mod plan;
 pub mod runtime;
