@@ -284,6 +284,142 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::NAN }
 }
 
+/// One process against two `--shard` processes in parallel (one intra-op thread each) over the
+/// same 20 files: wall time and summed peak RSS, best of 2 alternated rounds.
+fn shards(
+    masp: &Path,
+    batch: &[PathBuf],
+    dir: &Path,
+    results: &mut serde_json::Map<String, Value>,
+) -> Result<Vec<(String, String, String)>> {
+    let mut rows = Vec::new();
+    for command in ["vad", "diarize"] {
+        let mut best_one: Option<Measured> = None;
+        let mut best_two: Option<(f64, u64)> = None;
+        for round in 0..2 {
+            let run_dir = |name: &str| dir.join(format!("shard-bench-{command}-{round}-{name}"));
+            for name in ["one", "s0", "s1"] {
+                let _ = std::fs::remove_dir_all(run_dir(name));
+            }
+            let cmd = |name: &str, shard: Option<&str>| {
+                let mut c = Command::new(masp);
+                c.arg(command).arg("--run-dir").arg(run_dir(name));
+                if let Some(s) = shard {
+                    c.args(["--shard", s]);
+                }
+                c.args(batch);
+                c
+            };
+            let one = measure(&mut cmd("one", None))?;
+            println!(
+                "  {command} 1 process: {:.2} s, peak {:.1} MiB",
+                one.wall_s,
+                mib(one.peak_rss_bytes)
+            );
+            let started = Instant::now();
+            let children: Vec<_> = [("s0", "0/2"), ("s1", "1/2")]
+                .iter()
+                .map(|(name, shard)| {
+                    cmd(name, Some(shard))
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                })
+                .collect::<Result<_, _>>()?;
+            let mut peak_sum = 0u64;
+            for child in children {
+                let pid = child.id() as libc::pid_t;
+                let mut status = 0;
+                // SAFETY: `rusage` is plain data; wait4 fills it for our own child.
+                let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+                if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                    bail!("a shard failed");
+                }
+                peak_sum += usage.ru_maxrss as u64 * 1024;
+            }
+            let two_s = started.elapsed().as_secs_f64();
+            println!(
+                "  {command} 2 shards: {two_s:.2} s, summed peak {:.1} MiB",
+                mib(peak_sum)
+            );
+            if best_one.as_ref().is_none_or(|b| one.wall_s < b.wall_s) {
+                best_one = Some(one);
+            }
+            if best_two.is_none_or(|(s, _)| two_s < s) {
+                best_two = Some((two_s, peak_sum));
+            }
+        }
+        let (Some(one), Some((two_s, two_peak))) = (best_one, best_two) else {
+            bail!("no runs");
+        };
+        results.insert(
+            format!("shards_{command}_20_files"),
+            json!({"one_process_s": one.wall_s, "one_process_peak_bytes": one.peak_rss_bytes,
+                   "two_shards_s": two_s, "two_shards_peak_sum_bytes": two_peak}),
+        );
+        rows.push((
+            format!("{command}, 20 files: 2 shards in parallel / 1 process, speed-up"),
+            format!("{:.2}×", ratio(one.wall_s, two_s)),
+            "—".to_owned(),
+        ));
+        rows.push((
+            format!("{command}, 20 files: peak RSS, 1 process vs 2 shards summed"),
+            format!(
+                "{:.1} MiB vs {:.1} MiB",
+                mib(one.peak_rss_bytes),
+                mib(two_peak)
+            ),
+            "—".to_owned(),
+        ));
+    }
+    Ok(rows)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+/// `cargo xtask bench shards`: only the one-process vs two-shards comparison.
+pub fn shards_only() -> Result<()> {
+    ensure_setup()?;
+    let root = workspace_root();
+    let dir = root.join("target/masp-bench");
+    std::fs::create_dir_all(&dir)?;
+    let ok = cargo()
+        .args(["build", "--release", "--quiet", "-p", "masp-cli"])
+        .current_dir(&root)
+        .status()?
+        .success();
+    if !ok {
+        bail!("release build failed");
+    }
+    let batch: Vec<PathBuf> = (0..20)
+        .map(|i| dir.join(format!("batch_{i:02}.wav")))
+        .collect();
+    for f in &batch {
+        speech_wav(f, 180)?;
+    }
+    let mut results = serde_json::Map::new();
+    let rows = shards(
+        &root.join("target/release/masp"),
+        &batch,
+        &dir,
+        &mut results,
+    )?;
+    let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
+    for (name, value, target) in &rows {
+        md.push_str(&format!("| {name} | {value} | {target} |\n"));
+    }
+    std::fs::write(
+        dir.join("shards.json"),
+        serde_json::to_vec_pretty(&Value::Object(results))?,
+    )?;
+    std::fs::write(dir.join("shards.md"), &md)?;
+    println!("\n{md}\nwritten: {}", dir.join("shards.json").display());
+    Ok(())
+}
+
 /// `cargo xtask bench isolation`: only the isolation comparison.
 pub fn isolation_only() -> Result<()> {
     ensure_setup()?;
@@ -476,7 +612,6 @@ pub fn run() -> Result<()> {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let silero_s = silero["wall_s"].as_f64().unwrap_or(f64::NAN);
     let fw_s = fw["wall_s"].as_f64().unwrap_or(f64::NAN);
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let rows = vec![
         (
             "masp vad 60 min, end to end / ONNX Runtime floor",
@@ -551,6 +686,8 @@ pub fn run() -> Result<()> {
         .map(|(a, b, c)| (a.to_owned(), b, c.to_owned()))
         .collect();
     rows.extend(isolation(&masp, &hour, &batch, &dir, &mut results)?);
+    println!("shards: one process vs --shard 0/2 and 1/2 in parallel");
+    rows.extend(shards(&masp, &batch, &dir, &mut results)?);
     let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
     for (name, value, target) in &rows {
         md.push_str(&format!("| {name} | {value} | {target} |\n"));

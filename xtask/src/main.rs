@@ -21,6 +21,7 @@ tasks:
   test-faults       20 SIGKILLs at random points of a batch, resumed each time
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
   bench isolation   only the in-process vs --isolation process comparison
+  bench shards      only one process vs two --shard processes in parallel
 ";
 
 fn main() -> ExitCode {
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         "test-memory" => suites::test_memory(),
         "test-faults" => suites::test_faults(),
         "bench" if rest.first().is_some_and(|a| a == "isolation") => bench::isolation_only(),
+        "bench" if rest.first().is_some_and(|a| a == "shards") => bench::shards_only(),
         "bench" => bench::run(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");

@@ -40,6 +40,22 @@ pub struct Common {
     /// crashes survived). A model's manifest entry may set its own.
     #[arg(long, global = true, value_name = "MODE", value_parser = parse_isolation)]
     pub isolation: Option<Isolation>,
+    #[command(flatten)]
+    pub shard: crate::shard::ShardArgs,
+}
+
+/// The run directory of a command: `given`, else `default` — under which a shard gets a
+/// directory of its own, `shard-K-of-N`.
+pub fn run_dir_for(
+    given: Option<&Path>,
+    default: &str,
+    shard: Option<crate::shard::Shard>,
+) -> PathBuf {
+    match (given, shard) {
+        (Some(dir), _) => dir.to_path_buf(),
+        (None, Some(s)) => Path::new(default).join(format!("shard-{}-of-{}", s.index, s.count)),
+        (None, None) => PathBuf::from(default),
+    }
 }
 
 /// `in-process` or `process`.

@@ -65,9 +65,10 @@ pub struct DiarizeArgs {
     format: DiarizeFormat,
     #[command(flatten)]
     stages: StageArgs,
-    /// Where intermediate results (segments, embeddings) go; reused on the next run.
-    #[arg(long, default_value = "masp-run/diarize", value_name = "DIR")]
-    run_dir: PathBuf,
+    /// Where intermediate results (segments, embeddings) go; reused on the next run
+    /// [default: masp-run/diarize, and masp-run/diarize/shard-K-of-N for a shard].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     /// Audio files (wav, flac, mp3, ogg/vorbis).
@@ -171,6 +172,14 @@ impl Job {
         self.failed = true;
         eprintln!("masp: {}: {reason}", self.path.display());
     }
+}
+
+/// The inputs of `jobs` that failed.
+pub fn failed_paths(jobs: &[Job]) -> std::collections::BTreeSet<PathBuf> {
+    jobs.iter()
+        .filter(|j| j.failed)
+        .map(|j| j.path.clone())
+        .collect()
 }
 
 /// 32-bit FNV-1a: stable across runs and Rust versions (the run directory outlives a build).
@@ -655,14 +664,30 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     let windows = args.stages.windows();
     windows.validate()?;
     let started = Instant::now();
-    let mut run = RunDir::open(&args.run_dir)?;
+    let shard = args.common.shard.resolve()?;
+    let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/diarize", shard);
+    let mut run = RunDir::open(&run_dir)?;
     let mut session = Session::start(&args.common)?;
     let keys = StageKeys::new(
         &session,
         &args.stages,
         serde_json::json!({"speech_windows": {"window_s": windows.window_s, "hop_s": windows.hop_s}}),
     )?;
-    let mut jobs: Vec<Job> = args.files.iter().map(|p| Job::new(p)).collect();
+    let shard_run = shard
+        .map(|s| {
+            crate::shard::ShardRun::start(
+                &run_dir,
+                "diarize",
+                &crate::context::sha256_json(&serde_json::json!([keys.vad, keys.embed]))?,
+                s,
+                &args.files,
+            )
+        })
+        .transpose()?;
+    let mut jobs: Vec<Job> = crate::shard::select(shard, &args.files)
+        .iter()
+        .map(|p| Job::new(p))
+        .collect();
 
     if args.common.max_resident >= 2 {
         interleaved(&mut session, &mut jobs, &mut run, &args.stages, &keys)?;
@@ -693,7 +718,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     }
     let (mut n_written, mut audio_s) = (0usize, 0.0f64);
     for job in jobs.iter_mut().filter(|j| !j.failed) {
-        match cluster_file(job, &args.run_dir, &options) {
+        match cluster_file(job, &run_dir, &options) {
             Ok((segments, turns)) => {
                 audio_s += segments.duration_s;
                 write_turns(&mut out, args.format, n_written == 0, &segments, &turns)
@@ -708,6 +733,9 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     }
     drop(out);
     let n_failed = jobs.iter().filter(|j| j.failed).count();
+    if let Some(shard_run) = shard_run {
+        shard_run.finish(&failed_paths(&jobs))?;
+    }
     let peak = session.peak_text();
     let loads: Vec<String> = session
         .orchestrator

@@ -235,6 +235,7 @@ fn check_budget(args: &DoctorArgs) -> Check {
         max_resident: 1,
         stats: false,
         isolation: None,
+        shard: crate::shard::ShardArgs::default(),
     };
     match context::budget(&common) {
         Ok(budget) => Check::Ok(budget.describe()),

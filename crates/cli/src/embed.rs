@@ -48,9 +48,10 @@ pub struct EmbedArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     stages: StageArgs,
-    /// Where intermediate results (speech segments) go; reused on the next run.
-    #[arg(long, default_value = "masp-run/embed", value_name = "DIR")]
-    run_dir: PathBuf,
+    /// Where intermediate results (segments, embeddings) go; reused on the next run
+    /// [default: masp-run/embed, and masp-run/embed/shard-K-of-N for a shard].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     /// Audio files (wav, flac, mp3, ogg/vorbis).
@@ -72,7 +73,9 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
     let started = Instant::now();
-    let mut run = RunDir::open(&args.run_dir)?;
+    let shard = args.common.shard.resolve()?;
+    let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/embed", shard);
+    let mut run = RunDir::open(&run_dir)?;
     let mut session = Session::start(&args.common)?;
     let ranges = if args.per_window {
         serde_json::json!({"speech_windows": {"window_s": windows.window_s, "hop_s": windows.hop_s}})
@@ -80,7 +83,21 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         serde_json::json!("segments")
     };
     let keys = StageKeys::new(&session, &args.stages, ranges)?;
-    let mut jobs: Vec<Job> = args.files.iter().map(|p| Job::new(p)).collect();
+    let shard_run = shard
+        .map(|s| {
+            crate::shard::ShardRun::start(
+                &run_dir,
+                "embed",
+                &crate::context::sha256_json(&serde_json::json!([keys.vad, keys.embed]))?,
+                s,
+                &args.files,
+            )
+        })
+        .transpose()?;
+    let mut jobs: Vec<Job> = crate::shard::select(shard, &args.files)
+        .iter()
+        .map(|p| Job::new(p))
+        .collect();
     vad_stage(
         &mut session,
         &mut jobs,
@@ -151,6 +168,9 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     }
     drop(stdout);
     let n_failed = jobs.iter().filter(|j| j.failed).count();
+    if let Some(shard_run) = shard_run {
+        shard_run.finish(&crate::diarize::failed_paths(&jobs))?;
+    }
     let peak = session.peak_text();
     let report = session.finish()?;
     if args.common.stats {

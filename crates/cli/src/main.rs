@@ -9,6 +9,7 @@ mod embed;
 mod models;
 mod output;
 mod pipeline;
+mod shard;
 mod vad;
 
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Check this machine: ONNX Runtime, model files, budget, allocator trim, disk, cgroup.
     Doctor(doctor::DoctorArgs),
+    /// Check the run directories of a sharded job and combine them into one (`--shard K/N`).
+    Merge(shard::MergeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Serve one model for an orchestrator over stdin/stdout (started by `--isolation
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Diarize(args) => diarize::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Merge(args) => shard::merge(&args),
         Command::Completions(args) => completions::run(&args, Cli::command()),
         // Handled in `main`: its exit code is the protocol's.
         Command::Worker => Ok(Outcome::AllSucceeded),

@@ -50,13 +50,9 @@ pub struct PipelineArgs {
     /// The run directory: results (one directory per stage) and the journal of finished tasks.
     /// Running the same command again resumes: finished tasks whose input and configuration are
     /// unchanged are skipped.
-    #[arg(
-        long,
-        alias = "run-dir",
-        default_value = "masp-out",
-        value_name = "DIR"
-    )]
-    out: PathBuf,
+    /// [default: masp-out, and masp-out/shard-K-of-N for a shard]
+    #[arg(long, alias = "run-dir", value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Redo every task, even those the journal records as finished.
     #[arg(long)]
     no_resume: bool,
@@ -76,7 +72,7 @@ struct PipelineFile {
     stages: Vec<StageSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct StageSpec {
     model: String,
@@ -116,12 +112,17 @@ fn common_with_pipeline(args: &PipelineArgs) -> anyhow::Result<Common> {
 
 /// The batch: every file through every stage, each stage after the file's previous one; and
 /// each task's output directory (one per stage).
-fn batch(session: &Session, args: &PipelineArgs) -> anyhow::Result<(Vec<BatchTask>, Vec<PathBuf>)> {
+fn batch(
+    session: &Session,
+    args: &PipelineArgs,
+    files: &[PathBuf],
+    out: &Path,
+) -> anyhow::Result<(Vec<BatchTask>, Vec<PathBuf>)> {
     let stages = read_pipeline(&args.pipeline)?.stages;
     let registry = session.orchestrator.registry();
     let mut tasks = Vec::new();
     let mut dirs = Vec::new();
-    for file in &args.files {
+    for file in files {
         let mut previous: Option<usize> = None;
         for stage in &stages {
             let spec = registry.get(&stage.model).with_context(|| {
@@ -132,7 +133,7 @@ fn batch(session: &Session, args: &PipelineArgs) -> anyhow::Result<(Vec<BatchTas
                 )
             })?;
             let name = stage.name.clone().unwrap_or_else(|| stage.model.clone());
-            let dir = args.out.join(&name);
+            let dir = out.join(&name);
             let params = match spec.kind {
                 ModelKind::Vad => {
                     let d = VadParams::default();
@@ -173,7 +174,10 @@ fn batch(session: &Session, args: &PipelineArgs) -> anyhow::Result<(Vec<BatchTas
 
 pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     let session = Session::start(&common_with_pipeline(args)?)?;
-    let (tasks, _) = batch(&session, args)?;
+    let shard = args.common.shard.resolve()?;
+    let files = crate::shard::select(shard, &args.files);
+    let out = crate::context::run_dir_for(args.out.as_deref(), "masp-out", shard);
+    let (tasks, _) = batch(&session, args, &files, &out)?;
     let masp_orchestrator::batch::BatchPlan {
         plan, unplannable, ..
     } = session.orchestrator.plan_batch(&tasks)?;
@@ -196,12 +200,26 @@ pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
 
 pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     let mut session = Session::start(&common_with_pipeline(args)?)?;
-    let (all_tasks, all_dirs) = batch(&session, args)?;
-    let mut journal = Journal::open(&args.out)?;
-    let leftovers = journal::remove_temporaries(&args.out);
+    let shard = args.common.shard.resolve()?;
+    let files = crate::shard::select(shard, &args.files);
+    let out = crate::context::run_dir_for(args.out.as_deref(), "masp-out", shard);
+    let (all_tasks, all_dirs) = batch(&session, args, &files, &out)?;
+    let mut journal = Journal::open(&out)?;
+    let leftovers = journal::remove_temporaries(&out);
     if leftovers > 0 {
         eprintln!("masp run: removed {leftovers} partial file(s) left by an interrupted run");
     }
+    let shard_run = match shard {
+        Some(s) => Some(crate::shard::ShardRun::start(
+            &out,
+            "run",
+            &pipeline_sha(&session, args)?,
+            s,
+            &args.files,
+        )?),
+        None => None,
+    };
+    let mut failed_inputs = std::collections::BTreeSet::new();
     // What identifies a task's result: its input's content and its stage's configuration.
     let mut input_sha: HashMap<PathBuf, String> = HashMap::new();
     let mut keys = Vec::with_capacity(all_tasks.len());
@@ -244,7 +262,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     if n_skipped > 0 {
         eprintln!(
             "masp run: {n_skipped} task(s) already done in {} (resuming)",
-            args.out.display()
+            out.display()
         );
     }
     let mut n_failed = 0usize;
@@ -259,7 +277,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
                     let saved = save(task, &all_dirs[origin[i]], &output).and_then(|outputs| {
                         let outputs = outputs
                             .iter()
-                            .map(|p| p.strip_prefix(&args.out).unwrap_or(p).to_path_buf())
+                            .map(|p| p.strip_prefix(&out).unwrap_or(p).to_path_buf())
                             .collect();
                         journal.record(Entry {
                             task: task.label.clone(),
@@ -272,6 +290,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
                     if let Err(e) = saved {
                         // Nothing more can be kept: stop cleanly; the journal holds what is done.
                         n_failed += 1;
+                        failed_inputs.insert(task.input.clone());
                         eprintln!("masp: {}: {e:#}", task.input.display());
                         write_error.get_or_insert(e);
                         return ControlFlow::Break(());
@@ -279,6 +298,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
                 }
                 Err(err) => {
                     n_failed += 1;
+                    failed_inputs.insert(task.input.clone());
                     eprintln!(
                         "masp: {}: {}: {}",
                         task.input.display(),
@@ -302,7 +322,13 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
         summary.planned_loads
     );
     if args.common.stats {
-        eprintln!("masp run: peak RSS {}", session.orchestrator.peak_rss());
+        eprintln!("masp run: {}", session.peak_text());
+    }
+    // A stopped run leaves its unfinished inputs pending in the shard's manifest.
+    if let Some(shard_run) = shard_run
+        && write_error.is_none()
+    {
+        shard_run.finish(&failed_inputs)?;
     }
     if let Some(dir) = session.finish()? {
         eprintln!("masp: report in {}", dir.display());
@@ -310,7 +336,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     if let Some(e) = write_error {
         return Err(e.context(format!(
             "the run stopped; finished results are kept in {} and the same command resumes",
-            args.out.display()
+            out.display()
         )));
     }
     Ok(if n_failed == 0 && summary.failed == 0 {
@@ -320,12 +346,41 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// sha256 of what determines a task's result besides its input: model, model file, parameters.
+/// sha256 of what determines a task's result besides its input: model, model file, parameters
+/// (not where the run directory is: a moved or merged run directory keeps its results).
 fn config_sha(session: &Session, task: &AudioTask) -> anyhow::Result<String> {
     let model_identity = crate::context::model_identity(session, &task.model);
+    let mut params = serde_json::to_value(&task.params)?;
+    strip_output_dirs(&mut params);
     crate::context::sha256_json(
-        &serde_json::json!({ "model": task.model, "model_sha256": model_identity, "params": task.params }),
+        &serde_json::json!({ "model": task.model, "model_sha256": model_identity, "params": params }),
     )
+}
+
+fn strip_output_dirs(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("output_dir");
+            map.values_mut().for_each(strip_output_dirs);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_output_dirs),
+        _ => {}
+    }
+}
+
+/// sha256 of the whole pipeline: every stage's model, model file and parameters.
+fn pipeline_sha(session: &Session, args: &PipelineArgs) -> anyhow::Result<String> {
+    let stages = read_pipeline(&args.pipeline)?.stages;
+    let doc: Vec<serde_json::Value> = stages
+        .iter()
+        .map(|stage| {
+            serde_json::json!({
+                "stage": stage,
+                "model_sha256": crate::context::model_identity(session, &stage.model),
+            })
+        })
+        .collect();
+    crate::context::sha256_json(&serde_json::Value::Array(doc))
 }
 
 /// Persist a task's result as `<dir>/<stem>.json` (tensors are already in `dir`), atomically;

@@ -130,6 +130,13 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     };
     params.validate()?;
     let started = Instant::now();
+    let shard = args.common.shard.resolve()?;
+    if shard.is_some() && args.run_dir.is_none() {
+        anyhow::bail!(
+            "--shard needs --run-dir: each shard keeps its results for `masp merge` there"
+        );
+    }
+    let files = crate::shard::select(shard, &args.files);
     let mut run = args.run_dir.as_deref().map(RunDir::open).transpose()?;
     let mut session = Session::start(&args.common)?;
     let config = crate::context::sha256_json(&serde_json::json!({
@@ -139,6 +146,17 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         "params": params,
     }))?;
     let mut n_resumed = 0usize;
+    let shard_run = match (shard, &args.run_dir) {
+        (Some(s), Some(dir)) => Some(crate::shard::ShardRun::start(
+            dir,
+            "vad",
+            &config,
+            s,
+            &args.files,
+        )?),
+        _ => None,
+    };
+    let mut failed = std::collections::BTreeSet::new();
     // Load before the first file: a missing or refused model is one error, not one per file.
     session.orchestrator.load_model(&args.model)?;
 
@@ -146,7 +164,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     let mut writer = SegmentWriter::new(stdout.lock(), args.format);
     writer.begin().context("writing to stdout")?;
     let (mut n_ok, mut n_failed, mut audio_s) = (0usize, 0usize, 0.0f64);
-    for path in &args.files {
+    for path in &files {
         let job = run.as_ref().map(|_| Job::new(path));
         if let (Some(run), Some(job)) = (&run, &job)
             && run.done(
@@ -174,7 +192,8 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
                 if let (Some(run), Some(job)) = (run.as_mut(), &job)
                     && let Err(e) = save_record(run, job, &config, &outcome)
                 {
-                    // The result is still printed; only resuming it later is lost.
+                    // The result is still printed; only resuming (or merging) it is lost.
+                    failed.insert(path.clone());
                     eprintln!(
                         "masp: {}: not kept in the run directory: {e:#}",
                         path.display()
@@ -187,6 +206,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
             Ok(_) => anyhow::bail!("model {} is not a VAD model", args.model),
             Err(err) => {
                 n_failed += 1;
+                failed.insert(path.clone());
                 // One line, naming the file and the reason; the batch goes on.
                 eprintln!("masp: {}: {}", path.display(), crate::one_line(&err));
             }
@@ -194,6 +214,9 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     }
     writer.end().context("writing to stdout")?;
     drop(writer);
+    if let Some(shard_run) = shard_run {
+        shard_run.finish(&failed)?;
+    }
     if n_resumed > 0
         && let Some(dir) = &args.run_dir
     {

@@ -543,7 +543,11 @@ fn decode_params(d: &mut Decoder<'_>) -> Result<TaskParams, ProtocolError> {
                 let n = d.count(16)?;
                 let mut w = Vec::with_capacity(n);
                 for _ in 0..n {
-                    w.push((d.f64()?, d.f64()?));
+                    let (start, end) = (d.f64()?, d.f64()?);
+                    if !(start.is_finite() && end.is_finite() && 0.0 <= start && start <= end) {
+                        return Err(d.malformed("a time range is not 0 <= start <= end"));
+                    }
+                    w.push((start, end));
                 }
                 Ok(w)
             })?,
@@ -1080,6 +1084,32 @@ mod tests {
         let mut e = Encoder::default();
         e.u8(2);
         assert!(ToWorker::decode(TAG_RUN, &e.buf).is_err());
+        // Time ranges that are not ranges (found by fuzzing: NaN reached the embedder).
+        for (start, end) in [
+            (f64::NAN, 1.0),
+            (0.0, f64::INFINITY),
+            (2.0, 1.0),
+            (-1.0, 0.0),
+        ] {
+            let msg = ToWorker::Run(RunRequest {
+                input: "/a.wav".into(),
+                chunk_samples: 1,
+                params: TaskParams::Embed {
+                    output_dir: None,
+                    windows: Some(vec![(start, end)]),
+                },
+            });
+            let mut buf = Vec::new();
+            msg.write(&mut buf).unwrap();
+            let (tag, body) = read_frame(&mut buf.as_slice()).unwrap().unwrap();
+            assert!(
+                matches!(
+                    ToWorker::decode(tag, &body),
+                    Err(ProtocolError::Malformed { .. })
+                ),
+                "({start}, {end})"
+            );
+        }
     }
 
     #[test]
