@@ -11,13 +11,16 @@ fuzz_target!(|data: &[u8]| {
     let mut stream = data;
     while let Ok(Some((tag, body))) = read_frame(&mut stream) {
         if let Ok(message) = ToWorker::decode(tag, &body) {
-            let mut again = Vec::new();
-            message.write(&mut again).expect("re-encode");
-            let (tag2, body2) = read_frame(&mut again.as_slice())
+            // Compared as bytes: a float field may hold NaN, which is never equal to itself.
+            let mut once = Vec::new();
+            message.write(&mut once).expect("re-encode");
+            let (tag2, body2) = read_frame(&mut once.as_slice())
                 .expect("re-read")
                 .expect("a frame");
             let back = ToWorker::decode(tag2, &body2).expect("re-decode");
-            assert_eq!(back, message, "a decoded request does not round-trip");
+            let mut twice = Vec::new();
+            back.write(&mut twice).expect("re-encode");
+            assert_eq!(once, twice, "a decoded request does not round-trip");
         }
         let _ = FromWorker::decode(tag, &body);
     }
