@@ -20,18 +20,25 @@ pub struct Common {
     /// more than physical memory or the cgroup limit).
     #[arg(long, global = true, value_name = "SIZE")]
     pub budget: Option<Bytes>,
-    /// Model manifest (TOML) adding your own models (default: ./masp.toml if present).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Configuration and model manifest (TOML: `[defaults]`, `[[model]]`); default
+    /// ./masp.toml if present.
+    #[arg(
+        long = "config",
+        alias = "manifest",
+        global = true,
+        value_name = "FILE"
+    )]
     pub manifest: Option<PathBuf>,
     /// Write a memory report (report.txt, report.json, timeline.svg, run.json) into DIR.
     #[arg(long, global = true, value_name = "DIR")]
     pub report: Option<PathBuf>,
-    /// Intra-op threads per model.
-    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
-    pub threads: usize,
-    /// Models that may stay resident at once (1 = load one, unload it, load the next).
-    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
-    pub max_resident: usize,
+    /// Intra-op threads per model [default: 1; MASP_THREADS; masp.toml].
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Models that may stay resident at once (1 = load one, unload it, load the next)
+    /// [default: 1; MASP_MAX_RESIDENT; masp.toml].
+    #[arg(long, global = true, value_name = "N")]
+    pub max_resident: Option<usize>,
     /// Print a summary line (files, audio time, speed, peak memory) on stderr.
     #[arg(long, global = true)]
     pub stats: bool,
@@ -42,6 +49,12 @@ pub struct Common {
     pub isolation: Option<Isolation>,
     #[command(flatten)]
     pub shard: crate::shard::ShardArgs,
+    /// No progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Log loads, unloads and cleanups with sizes and times (-v); every task too (-vv).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The run directory of a command: `given`, else `default` — under which a shard gets a
@@ -72,6 +85,10 @@ pub fn parse_isolation(text: &str) -> Result<Isolation, String> {
 /// A running session of masp: orchestrator plus, when asked, the profiler.
 pub struct Session {
     pub orchestrator: SequentialOrchestrator,
+    /// The effective configuration.
+    pub settings: crate::config::Settings,
+    /// Progress bars (drawn on a terminal unless `--quiet`).
+    pub progress: crate::progress::Progress,
     profiler: Option<MemoryProfiler>,
     report_dir: Option<PathBuf>,
 }
@@ -88,9 +105,11 @@ pub fn registry(common: &Common) -> anyhow::Result<Registry> {
     Ok(registry)
 }
 
+/// The budget: flag, else `MASP_BUDGET`, else masp.toml, else 16 GiB — capped by the machine.
 pub fn budget(common: &Common) -> anyhow::Result<Budget> {
-    let mut config = BudgetConfig::from_env()?;
-    if let Some(limit) = common.budget {
+    let settings = crate::config::Settings::resolve(common)?;
+    let mut config = BudgetConfig::default();
+    if let Some(limit) = settings.budget.value {
         config = config.with_limit(limit);
     }
     Ok(Budget::new(config))
@@ -105,6 +124,7 @@ fn calibration() -> CalibrationStore {
 
 impl Session {
     pub fn start(common: &Common) -> anyhow::Result<Self> {
+        let settings = crate::config::Settings::resolve(common)?;
         let budget = budget(common)?;
         let registry = registry(common)?;
         let profiler = match &common.report {
@@ -121,19 +141,28 @@ impl Session {
             .map_or_else(ProfilerHandle::disabled, MemoryProfiler::handle);
         let config = OrchestratorConfig {
             session: SessionOptions {
-                intra_op_threads: common.threads.max(1),
+                intra_op_threads: settings.threads.value,
                 ..SessionOptions::default()
             },
-            max_resident: common.max_resident.max(1),
-            isolation: common.isolation.unwrap_or_default(),
+            max_resident: settings.max_resident.value,
+            isolation: settings.isolation.value,
             // This binary is the worker: `masp worker`.
             worker: WorkerConfig::new(masp_orchestrator::worker::default_program()),
             ..OrchestratorConfig::default()
         };
+        crate::progress::init_logs(common.verbose);
+        let progress = crate::progress::Progress::new(common.quiet, budget.effective_limit());
+        let follow = progress.clone();
         let orchestrator =
-            SequentialOrchestrator::new(registry, budget, handle, calibration(), config)?;
+            SequentialOrchestrator::new(registry, budget, handle, calibration(), config)?
+                .with_event_sink(Box::new(move |event| {
+                    crate::progress::log_event(event);
+                    follow.event(event);
+                }));
         Ok(Self {
             orchestrator,
+            settings,
+            progress,
             profiler,
             report_dir: common.report.clone(),
         })

@@ -38,6 +38,9 @@ pub enum DiarizeFormat {
     Rttm,
     /// A JSON array with one object per file (path, duration, speakers, turns).
     Json,
+    /// An Audacity label track (`start<TAB>end<TAB>SPEAKER_00`): File → Import → Labels over
+    /// the audio to listen to who spoke when. One input per run.
+    Audacity,
 }
 
 /// Flags of `masp diarize`.
@@ -60,9 +63,9 @@ pub struct DiarizeArgs {
     /// Cluster raw embeddings instead of embeddings centred on the file's mean.
     #[arg(long)]
     no_centre: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = DiarizeFormat::Rttm)]
-    format: DiarizeFormat,
+    /// Output format [default: rttm; MASP_FORMAT; masp.toml].
+    #[arg(long, value_enum)]
+    format: Option<DiarizeFormat>,
     #[command(flatten)]
     stages: StageArgs,
     /// Where intermediate results (segments, embeddings) go; reused on the next run
@@ -388,18 +391,25 @@ pub fn vad_stage(
     if tasks.is_empty() {
         return Ok(());
     }
+    let mut bar = session.progress.stage("vad", tasks.len(), "files");
     session
         .orchestrator
         .run_batch(&tasks, &mut |k, result| {
             let job = &mut jobs[todo[k]];
+            let audio_s = match &result {
+                Ok(TaskOutput::Segments(o)) => o.duration_s(),
+                _ => 0.0,
+            };
             let saved = result
                 .map_err(|e| crate::one_line(&e))
                 .and_then(|out| finish_vad(job, run, config, out).map_err(|e| format!("{e:#}")));
+            bar.file_done(audio_s);
             if let Err(reason) = saved {
                 job.fail(&reason);
             }
         })
         .context("planning the VAD batch")?;
+    bar.finish();
     Ok(())
 }
 
@@ -468,10 +478,19 @@ pub fn embed_stage(
     if tasks.is_empty() {
         return Ok(());
     }
+    let mut bar = session.progress.stage("embed", tasks.len(), "files");
     session
         .orchestrator
         .run_batch(&tasks, &mut |k, result| {
             let job = &mut jobs[todo[k]];
+            // Audio covered: up to the end of the last range embedded.
+            let audio_s = match &result {
+                Ok(TaskOutput::RangeEmbeddings { embeddings, .. }) => {
+                    embeddings.iter().map(|e| e.end_s).fold(0.0, f64::max)
+                }
+                _ => 0.0,
+            };
+            bar.file_done(audio_s);
             let handled = match result {
                 Ok(TaskOutput::RangeEmbeddings { embeddings, .. }) => {
                     finish_embed(job, run, config, &embeddings)
@@ -486,6 +505,7 @@ pub fn embed_stage(
             }
         })
         .context("planning the embedding batch")?;
+    bar.finish();
     Ok(())
 }
 
@@ -630,6 +650,11 @@ fn write_turns(
                 )?;
             }
         }
+        DiarizeFormat::Audacity => {
+            for t in turns {
+                crate::output::audacity_label(out, t.start_s, t.end_s, &speaker_name(t.speaker))?;
+            }
+        }
         DiarizeFormat::Json => {
             let doc = serde_json::json!({
                 "path": segments.path,
@@ -663,6 +688,17 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     };
     let windows = args.stages.windows();
     windows.validate()?;
+    let format = crate::config::Settings::resolve(&args.common)?.format(
+        "diarize",
+        args.format,
+        DiarizeFormat::Rttm,
+    )?;
+    if format == DiarizeFormat::Audacity && args.files.len() > 1 {
+        anyhow::bail!(
+            "--format audacity writes one label track, for one audio file: give one input \
+             (or run once per file)"
+        );
+    }
     let started = Instant::now();
     let shard = args.common.shard.resolve()?;
     let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/diarize", shard);
@@ -689,7 +725,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
         .map(|p| Job::new(p))
         .collect();
 
-    if args.common.max_resident >= 2 {
+    if session.settings.max_resident.value >= 2 {
         interleaved(&mut session, &mut jobs, &mut run, &args.stages, &keys)?;
     } else {
         vad_stage(
@@ -713,7 +749,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if args.format == DiarizeFormat::Json {
+    if format == DiarizeFormat::Json {
         writeln!(out, "[")?;
     }
     let (mut n_written, mut audio_s) = (0usize, 0.0f64);
@@ -721,14 +757,14 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
         match cluster_file(job, &run_dir, &options) {
             Ok((segments, turns)) => {
                 audio_s += segments.duration_s;
-                write_turns(&mut out, args.format, n_written == 0, &segments, &turns)
+                write_turns(&mut out, format, n_written == 0, &segments, &turns)
                     .context("writing to stdout")?;
                 n_written += 1;
             }
             Err(e) => job.fail(&format!("{e:#}")),
         }
     }
-    if args.format == DiarizeFormat::Json {
+    if format == DiarizeFormat::Json {
         writeln!(out, "{}]", if n_written == 0 { "" } else { "\n" })?;
     }
     drop(out);

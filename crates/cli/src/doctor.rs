@@ -231,11 +231,13 @@ fn check_budget(args: &DoctorArgs) -> Check {
         budget: args.budget,
         manifest: None,
         report: None,
-        threads: 1,
-        max_resident: 1,
+        threads: None,
+        max_resident: None,
         stats: false,
         isolation: None,
         shard: crate::shard::ShardArgs::default(),
+        quiet: true,
+        verbose: 0,
     };
     match context::budget(&common) {
         Ok(budget) => Check::Ok(budget.describe()),

@@ -2,6 +2,7 @@
 //! decides exit codes.
 
 mod completions;
+mod config;
 mod context;
 mod diarize;
 mod doctor;
@@ -9,6 +10,8 @@ mod embed;
 mod models;
 mod output;
 mod pipeline;
+mod progress;
+mod report;
 mod shard;
 mod vad;
 
@@ -47,6 +50,10 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Check this machine: ONNX Runtime, model files, budget, allocator trim, disk, cgroup.
     Doctor(doctor::DoctorArgs),
+    /// Show the effective configuration (`masp config show`) and where each value came from.
+    Config(config::ConfigArgs),
+    /// Write one self-contained HTML page from a `--report DIR`: timeline, models, failures.
+    Report(report::ReportArgs),
     /// Check the run directories of a sharded job and combine them into one (`--shard K/N`).
     Merge(shard::MergeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -102,6 +109,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Embed(args) => embed::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Merge(args) => shard::merge(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Config(args) => config::run(&args),
         Command::Completions(args) => completions::run(&args, Cli::command()),
         // Handled in `main`: its exit code is the protocol's.
         Command::Worker => Ok(Outcome::AllSucceeded),

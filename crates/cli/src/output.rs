@@ -21,6 +21,19 @@ pub enum Format {
     Csv,
     /// Human-readable lines.
     Text,
+    /// An Audacity label track (`start<TAB>end<TAB>speech`, seconds): File → Import → Labels
+    /// over the audio for a listening check. One input per run: a track belongs to one file.
+    Audacity,
+}
+
+/// An Audacity label line: start and end in seconds (6 decimals, as Audacity exports), label.
+pub fn audacity_label(
+    out: &mut dyn Write,
+    start_s: f64,
+    end_s: f64,
+    label: &str,
+) -> io::Result<()> {
+    writeln!(out, "{start_s:.6}\t{end_s:.6}\t{label}")
 }
 
 #[derive(Serialize)]
@@ -64,7 +77,7 @@ impl<W: Write> SegmentWriter<W> {
         match self.format {
             Format::Json => writeln!(self.out, "["),
             Format::Csv => writeln!(self.out, "path,start_s,end_s"),
-            Format::Rttm | Format::Text => Ok(()),
+            Format::Rttm | Format::Text | Format::Audacity => Ok(()),
         }
     }
 
@@ -116,6 +129,11 @@ impl<W: Write> SegmentWriter<W> {
                         ms(s.start_s()),
                         ms(s.end_s())
                     )?;
+                }
+            }
+            Format::Audacity => {
+                for s in &outcome.segments {
+                    audacity_label(&mut self.out, s.start_s(), s.end_s(), "speech")?;
                 }
             }
             Format::Text => {

@@ -267,10 +267,15 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     }
     let mut n_failed = 0usize;
     let mut write_error: Option<anyhow::Error> = None;
+    let mut bar = session.progress.stage("run", tasks.len(), "tasks");
     let summary = session
         .orchestrator
         .run_batch_until(&tasks, &mut |i, result| {
             let task = &tasks[i].task;
+            bar.file_done(match &result {
+                Ok(TaskOutput::Segments(o)) => o.duration_s(),
+                _ => 0.0,
+            });
             let (input_sha256, config_sha256) = keys[origin[i]].clone();
             match result {
                 Ok(output) => {
@@ -309,6 +314,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
             }
             ControlFlow::Continue(())
         })?;
+    bar.finish();
     eprintln!(
         "masp run: {} task(s) ok, {} failed{}; {} model load(s) (planned {})",
         summary.succeeded + n_skipped,

@@ -27,9 +27,9 @@ Exit status: 0 when every file succeeded, 2 when any file failed (each failure i
 stderr and the other files are still processed), 1 for usage errors."
 )]
 pub struct VadArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
-    format: Format,
+    /// Output format [default: json; MASP_FORMAT; masp.toml].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
     /// Speech probability threshold (0..1).
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
@@ -129,6 +129,14 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         ..VadParams::default()
     };
     params.validate()?;
+    let format =
+        crate::config::Settings::resolve(&args.common)?.format("vad", args.format, Format::Json)?;
+    if format == Format::Audacity && args.files.len() > 1 {
+        anyhow::bail!(
+            "--format audacity writes one label track, for one audio file: give one input \
+             (or run once per file)"
+        );
+    }
     let started = Instant::now();
     let shard = args.common.shard.resolve()?;
     if shard.is_some() && args.run_dir.is_none() {
@@ -157,11 +165,12 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         _ => None,
     };
     let mut failed = std::collections::BTreeSet::new();
+    let mut bar = session.progress.stage("vad", files.len(), "files");
     // Load before the first file: a missing or refused model is one error, not one per file.
     session.orchestrator.load_model(&args.model)?;
 
     let stdout = std::io::stdout();
-    let mut writer = SegmentWriter::new(stdout.lock(), args.format);
+    let mut writer = SegmentWriter::new(stdout.lock(), format);
     writer.begin().context("writing to stdout")?;
     let (mut n_ok, mut n_failed, mut audio_s) = (0usize, 0usize, 0.0f64);
     for path in &files {
@@ -178,6 +187,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
             n_ok += 1;
             n_resumed += 1;
             audio_s += outcome.duration_s();
+            bar.file_done(outcome.duration_s());
             writer.file(path, &outcome).context("writing to stdout")?;
             continue;
         }
@@ -201,17 +211,20 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
                 }
                 n_ok += 1;
                 audio_s += outcome.duration_s();
+                bar.file_done(outcome.duration_s());
                 writer.file(path, &outcome).context("writing to stdout")?;
             }
             Ok(_) => anyhow::bail!("model {} is not a VAD model", args.model),
             Err(err) => {
                 n_failed += 1;
                 failed.insert(path.clone());
+                bar.file_done(0.0);
                 // One line, naming the file and the reason; the batch goes on.
                 eprintln!("masp: {}: {}", path.display(), crate::one_line(&err));
             }
         }
     }
+    bar.finish();
     writer.end().context("writing to stdout")?;
     drop(writer);
     if let Some(shard_run) = shard_run {

@@ -221,6 +221,9 @@ pub enum ManifestError {
 struct RawManifest {
     #[serde(default, rename = "model")]
     models: Vec<RawModel>,
+    /// Command defaults (budget, threads, …): the command line's business, checked there.
+    #[serde(default, rename = "defaults")]
+    _defaults: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]

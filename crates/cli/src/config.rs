@@ -1,0 +1,414 @@
+//! The effective configuration: defaults, then `masp.toml` (`[defaults]`), then the
+//! environment (`MASP_*`), then flags — each later one wins — and `masp config show`, which
+//! prints every value with where it came from.
+//!
+//! ```toml
+//! [defaults]
+//! budget = "4GiB"          # MASP_BUDGET, --budget
+//! isolation = "process"    # MASP_ISOLATION, --isolation
+//! threads = 2              # MASP_THREADS, --threads
+//! max_resident = 1         # MASP_MAX_RESIDENT, --max-resident
+//! format = "rttm"          # MASP_FORMAT, --format (masp vad and masp diarize)
+//!
+//! [[model]]                # the models, see the manifest format
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use masp_budget::Bytes;
+use masp_model_registry::manifest::Isolation;
+use serde::Deserialize;
+
+use crate::context::Common;
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// masp's default.
+    Default,
+    /// The `[defaults]` table of this file.
+    File(PathBuf),
+    /// This environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "{} [defaults]", p.display()),
+            Source::Env(v) => write!(f, "environment {v}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// A value and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn default(value: T) -> Self {
+        Self {
+            value,
+            source: Source::Default,
+        }
+    }
+
+    /// Replace the value when `next` has one.
+    fn over(&mut self, next: Option<T>, source: Source) {
+        if let Some(value) = next {
+            *self = Setting { value, source };
+        }
+    }
+}
+
+/// The `[defaults]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDefaults {
+    budget: Option<String>,
+    isolation: Option<String>,
+    threads: Option<usize>,
+    max_resident: Option<usize>,
+    format: Option<String>,
+}
+
+/// What this module reads of `masp.toml`; the models are the manifest parser's business.
+#[derive(Debug, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    defaults: FileDefaults,
+}
+
+/// The effective settings of a command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration file, if any (`--config`/`--manifest`, else `./masp.toml`).
+    pub file: Option<PathBuf>,
+    /// `None`: the budget crate's default (16 GiB), still capped by the machine.
+    pub budget: Setting<Option<Bytes>>,
+    pub isolation: Setting<Isolation>,
+    pub threads: Setting<usize>,
+    pub max_resident: Setting<usize>,
+    /// The default output format's name, when configured (each command checks it).
+    pub format: Setting<Option<String>>,
+}
+
+fn positive(name: &str, n: usize) -> anyhow::Result<usize> {
+    if n == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(n)
+}
+
+impl Settings {
+    /// Resolve from `common`'s flags, the environment and the configuration file.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, an invalid environment value (each names its source).
+    pub fn resolve(common: &Common) -> anyhow::Result<Self> {
+        Self::resolve_with(common, &|name| {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        })
+    }
+
+    fn resolve_with(common: &Common, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let file = match &common.manifest {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from("masp.toml")).filter(|p| p.is_file()),
+        };
+        let defaults = match &file {
+            Some(path) => read_defaults(path)?,
+            None => FileDefaults::default(),
+        };
+        let from_file = || Source::File(file.clone().unwrap_or_default());
+        let mut s = Settings {
+            file: file.clone(),
+            budget: Setting::default(None),
+            isolation: Setting::default(Isolation::InProcess),
+            threads: Setting::default(1),
+            max_resident: Setting::default(1),
+            format: Setting::default(None),
+        };
+        let bad_file = |key: &str, e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "{}: defaults.{key}: {e}",
+                file.as_deref().unwrap_or(Path::new("masp.toml")).display()
+            )
+        };
+        // The file.
+        if let Some(text) = &defaults.budget {
+            let b = text.parse::<Bytes>().map_err(|e| bad_file("budget", &e))?;
+            s.budget.over(Some(Some(b)), from_file());
+        }
+        if let Some(text) = &defaults.isolation {
+            let i = crate::context::parse_isolation(text).map_err(|e| bad_file("isolation", &e))?;
+            s.isolation.over(Some(i), from_file());
+        }
+        if let Some(n) = defaults.threads {
+            s.threads.over(
+                Some(positive("threads", n).map_err(|e| bad_file("threads", &e))?),
+                from_file(),
+            );
+        }
+        if let Some(n) = defaults.max_resident {
+            s.max_resident.over(
+                Some(positive("max_resident", n).map_err(|e| bad_file("max_resident", &e))?),
+                from_file(),
+            );
+        }
+        s.format.over(defaults.format.map(Some), from_file());
+        // The environment.
+        let bad_env =
+            |name: &str, v: &str, e: &dyn std::fmt::Display| anyhow::anyhow!("{name}={v:?}: {e}");
+        if let Some(v) = env("MASP_BUDGET") {
+            let b = v
+                .parse::<Bytes>()
+                .map_err(|e| bad_env("MASP_BUDGET", &v, &e))?;
+            s.budget.over(Some(Some(b)), Source::Env("MASP_BUDGET"));
+        }
+        if let Some(v) = env("MASP_ISOLATION") {
+            let i = crate::context::parse_isolation(&v)
+                .map_err(|e| bad_env("MASP_ISOLATION", &v, &e))?;
+            s.isolation.over(Some(i), Source::Env("MASP_ISOLATION"));
+        }
+        for (name, setting) in [
+            ("MASP_THREADS", &mut s.threads),
+            ("MASP_MAX_RESIDENT", &mut s.max_resident),
+        ] {
+            if let Some(v) = env(name) {
+                let n = v
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|e| bad_env(name, &v, &e))
+                    .and_then(|n| positive(name, n).map_err(|e| bad_env(name, &v, &e)))?;
+                setting.over(Some(n), Source::Env(name));
+            }
+        }
+        if let Some(v) = env("MASP_FORMAT") {
+            s.format.over(Some(Some(v)), Source::Env("MASP_FORMAT"));
+        }
+        // The flags.
+        s.budget
+            .over(common.budget.map(Some), Source::Flag("--budget"));
+        s.isolation
+            .over(common.isolation, Source::Flag("--isolation"));
+        if let Some(n) = common.threads {
+            s.threads
+                .over(Some(positive("--threads", n)?), Source::Flag("--threads"));
+        }
+        if let Some(n) = common.max_resident {
+            s.max_resident.over(
+                Some(positive("--max-resident", n)?),
+                Source::Flag("--max-resident"),
+            );
+        }
+        Ok(s)
+    }
+
+    /// The output format for a command: its flag, else the configured one (which must be one
+    /// of the command's), else its default.
+    ///
+    /// # Errors
+    /// A configured format the command does not have.
+    pub fn format<F: clap::ValueEnum + Clone>(
+        &self,
+        command: &str,
+        flag: Option<F>,
+        default: F,
+    ) -> anyhow::Result<F> {
+        if let Some(f) = flag {
+            return Ok(f);
+        }
+        match &self.format.value {
+            None => Ok(default),
+            Some(name) => F::from_str(name, true).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: format {name:?} is not a format of masp {command} (see masp {command} \
+                     --help)",
+                    self.format.source
+                )
+            }),
+        }
+    }
+}
+
+fn read_defaults(path: &Path) -> anyhow::Result<FileDefaults> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: ConfigFile =
+        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+    Ok(file.defaults)
+}
+
+/// Flags of `masp config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration and where each value came from.
+    Show {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `masp config show`.
+pub fn run(args: &ConfigArgs) -> anyhow::Result<crate::Outcome> {
+    let ConfigCommand::Show { common } = &args.command;
+    let s = Settings::resolve(common)?;
+    let budget = crate::context::budget(common)?;
+    println!(
+        "{:<14} {}",
+        "config file",
+        s.file.as_ref().map_or_else(
+            || "none (./masp.toml absent)".to_owned(),
+            |p| p.display().to_string()
+        )
+    );
+    let row = |name: &str, value: String, source: &Source| {
+        println!("{name:<14} {value:<28} {source}");
+    };
+    row(
+        "budget",
+        s.budget
+            .value
+            .map_or_else(|| "16 GiB".to_owned(), |b| b.to_string()),
+        &s.budget.source,
+    );
+    println!("{:<14} {}", "  effective", budget.describe());
+    row(
+        "isolation",
+        s.isolation.value.to_string(),
+        &s.isolation.source,
+    );
+    row("threads", s.threads.value.to_string(), &s.threads.source);
+    row(
+        "max_resident",
+        s.max_resident.value.to_string(),
+        &s.max_resident.source,
+    );
+    row(
+        "format",
+        s.format
+            .value
+            .clone()
+            .unwrap_or_else(|| "each command's own".to_owned()),
+        &s.format.source,
+    );
+    let registry = crate::context::registry(common)?;
+    for spec in registry.models() {
+        let origin = match &spec.source {
+            masp_model_registry::manifest::ModelSource::Asset(_) => "built-in".to_owned(),
+            masp_model_registry::manifest::ModelSource::File(p) => p.display().to_string(),
+        };
+        println!(
+            "{:<14} {:<28} {}{}",
+            "model",
+            spec.name,
+            origin,
+            spec.isolation
+                .map_or_else(String::new, |i| format!(" (isolation {i})"))
+        );
+    }
+    Ok(crate::Outcome::AllSucceeded)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: Common,
+    }
+
+    fn common(args: &[&str]) -> Common {
+        Cli::try_parse_from(std::iter::once("masp").chain(args.iter().copied()))
+            .unwrap()
+            .common
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("masp.toml");
+        std::fs::write(
+            &file,
+            "[defaults]\nbudget = \"3GiB\"\nthreads = 3\nisolation = \"process\"\nformat = \"rttm\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let no_env = |_: &str| None;
+        let s = Settings::resolve_with(&common(&["--config", f]), &no_env).unwrap();
+        assert_eq!(s.budget.value, Some(Bytes::from_gib(3)));
+        assert_eq!(s.budget.source, Source::File(file.clone()));
+        assert_eq!(
+            (s.threads.value, s.isolation.value),
+            (3, Isolation::Process)
+        );
+        assert_eq!(s.max_resident.source, Source::Default);
+
+        let env = |name: &str| (name == "MASP_THREADS").then(|| "5".to_owned());
+        let s = Settings::resolve_with(&common(&["--config", f]), &env).unwrap();
+        assert_eq!(
+            (s.threads.value, s.threads.source),
+            (5, Source::Env("MASP_THREADS"))
+        );
+
+        let s = Settings::resolve_with(&common(&["--config", f, "--threads", "7"]), &env).unwrap();
+        assert_eq!(
+            (s.threads.value, s.threads.source.clone()),
+            (7, Source::Flag("--threads"))
+        );
+
+        let fmt: crate::output::Format =
+            s.format("vad", None, crate::output::Format::Json).unwrap();
+        assert_eq!(fmt, crate::output::Format::Rttm);
+        std::fs::write(&file, "[defaults]\nformat = \"npy\"\n").unwrap();
+        let s = Settings::resolve_with(&common(&["--config", f]), &no_env).unwrap();
+        let err = s
+            .format("vad", None, crate::output::Format::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a format of masp vad"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("masp.toml");
+        std::fs::write(&file, "[defaults]\nthreads = 0\n").unwrap();
+        let err = Settings::resolve_with(&common(&["--config", file.to_str().unwrap()]), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("defaults.threads"), "{err}");
+        std::fs::write(&file, "[defaults]\nbudgett = \"1GiB\"\n").unwrap();
+        assert!(
+            Settings::resolve_with(&common(&["--config", file.to_str().unwrap()]), &|_| None)
+                .is_err()
+        );
+        let env = |name: &str| (name == "MASP_ISOLATION").then(|| "vm".to_owned());
+        let err = Settings::resolve_with(&common(&[]), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MASP_ISOLATION"), "{err}");
+    }
+}

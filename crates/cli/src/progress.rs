@@ -1,0 +1,265 @@
+//! Live progress on stderr for batch work, and `-v`/`-vv` logs of what the orchestrator does.
+//!
+//! A bar per stage: files done of total, audio processed, speed (× real time), ETA, the model
+//! in memory, and RSS against the budget. Drawn only when stderr is a terminal and `--quiet`
+//! is not given; a piped or redirected run gets no progress noise. Logs go through `tracing`
+//! to stderr, above the bar.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use masp_budget::{Bytes, probe};
+use masp_orchestrator::RunEvent;
+
+/// What the event sink and the bars share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The model loaded last (and not yet unloaded).
+    model: Option<String>,
+    /// Worker processes to count with this one.
+    workers: Vec<u32>,
+}
+
+/// Progress for one command: creates a bar per stage, knows the budget and the current model.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    enabled: bool,
+    limit: Bytes,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// One stage's bar.
+#[derive(Debug)]
+pub struct StageBar {
+    bar: ProgressBar,
+    progress: Progress,
+    started: Instant,
+    audio_s: f64,
+}
+
+impl Progress {
+    /// Progress for a run under `limit`; drawn when `quiet` is off and stderr is a terminal.
+    pub fn new(quiet: bool, limit: Bytes) -> Self {
+        Self {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            limit,
+            shared: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Follow an orchestrator event (which model is in memory).
+    pub fn event(&self, event: &RunEvent) {
+        let mut shared = self.lock();
+        match event {
+            RunEvent::Loaded {
+                model, worker_pid, ..
+            } => {
+                shared.model = Some(model.clone());
+                if let Some(pid) = worker_pid {
+                    shared.workers.push(*pid);
+                }
+            }
+            RunEvent::Unloaded { model, .. } => {
+                if shared.model.as_deref() == Some(model.as_str()) {
+                    shared.model = None;
+                }
+                // Gone workers no longer answer; keep the list to the live ones.
+                shared
+                    .workers
+                    .retain(|&pid| probe::process_rss_of(pid).is_some());
+            }
+            _ => {}
+        }
+    }
+
+    /// A bar for `stage` over `total` items (`unit`: files, tasks).
+    pub fn stage(&self, stage: &str, total: usize, unit: &str) -> StageBar {
+        let bar = if self.enabled {
+            let bar = ProgressBar::with_draw_target(
+                Some(total as u64),
+                ProgressDrawTarget::stderr_with_hz(4),
+            );
+            // The message is cut to the terminal's width rather than wrapped.
+            let style = ProgressStyle::with_template(&format!(
+                "{{prefix:>7}} [{{bar:16}}] {{pos}}/{{len}} {unit} · ETA {{eta}} · {{wide_msg}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(stage.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(500));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let stage = StageBar {
+            bar,
+            progress: self.clone(),
+            started: Instant::now(),
+            audio_s: 0.0,
+        };
+        stage.refresh();
+        stage
+    }
+}
+
+impl StageBar {
+    /// One file done, with `audio_s` seconds of audio (0 when unknown or failed).
+    pub fn file_done(&mut self, audio_s: f64) {
+        self.audio_s += audio_s;
+        self.bar.inc(1);
+        self.refresh();
+    }
+
+    fn refresh(&self) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        let (model, workers) = {
+            let shared = self.progress.lock();
+            (shared.model.clone(), shared.workers.clone())
+        };
+        let rss = workers
+            .iter()
+            .filter_map(|&pid| probe::process_rss_of(pid))
+            .fold(
+                probe::process_rss().unwrap_or_default(),
+                Bytes::saturating_add,
+            );
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let speed = if elapsed > 0.0 {
+            self.audio_s / elapsed
+        } else {
+            0.0
+        };
+        // Most useful first: a narrow terminal cuts the end off.
+        self.bar.set_message(format!(
+            "{} · {rss} of {} · {} audio · {speed:.0}× real time",
+            model.as_deref().unwrap_or("no model"),
+            self.progress.limit,
+            human_duration(self.audio_s),
+        ));
+    }
+
+    /// Remove the bar.
+    pub fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// `3.4 s`, `12 min 5 s`, `2 h 03 min`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{} min {:02} s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!(
+            "{} h {:02} min",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    }
+}
+
+/// Turn on `tracing` logs to stderr: `-v` shows loads, unloads and cleanups with sizes and
+/// times, `-vv` every task too.
+pub fn init_logs(verbose: u8) {
+    if verbose == 0 {
+        return;
+    }
+    let level = if verbose == 1 {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::DEBUG
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Log one orchestrator event.
+pub fn log_event(event: &RunEvent) {
+    match event {
+        RunEvent::Loaded {
+            model,
+            estimated_peak,
+            measured_peak,
+            resident,
+            load_ms,
+            worker_pid,
+            ..
+        } => tracing::info!(
+            "loaded {model} in {load_ms:.0} ms: peak {measured_peak} (estimated \
+             {estimated_peak}), resident {resident}{}",
+            worker_pid.map_or_else(String::new, |p| format!(", worker process {p}"))
+        ),
+        RunEvent::Unloaded {
+            model,
+            reason,
+            trimmed,
+            freed,
+            shortfall,
+            leak_suspected,
+            worker_returned,
+        } => tracing::info!(
+            "unloaded {model} ({reason}): freed {freed}, allocator trim returned {trimmed}\
+             {}{}",
+            if worker_returned.get() > 0 {
+                format!(", worker process returned {worker_returned}")
+            } else {
+                String::new()
+            },
+            if *leak_suspected {
+                format!("; {shortfall} not returned: leak suspected")
+            } else {
+                String::new()
+            }
+        ),
+        RunEvent::LoadRefused { model, reason } => {
+            tracing::warn!("load of {model} refused: {reason}");
+        }
+        RunEvent::TaskDone {
+            task,
+            ms,
+            working_peak,
+            chunk_samples,
+            ..
+        } => tracing::debug!(
+            "{task}: {} ({chunk_samples}-sample chunks, working memory {working_peak})",
+            human_duration(ms / 1000.0)
+        ),
+        RunEvent::Degraded {
+            task, step, detail, ..
+        } => tracing::warn!("{task}: {step}: {detail}"),
+        RunEvent::TaskFailed { task, reason, .. } => tracing::debug!("{task} failed: {reason}"),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_would_write_them() {
+        assert_eq!(human_duration(3.44), "3.4 s");
+        assert_eq!(human_duration(725.0), "12 min 05 s");
+        assert_eq!(human_duration(7380.0), "2 h 03 min");
+    }
+
+    #[test]
+    fn quiet_draws_nothing() {
+        let bar = Progress::new(true, Bytes::from_gib(1)).stage("x", 1, "files");
+        assert!(bar.bar.is_hidden());
+    }
+}
