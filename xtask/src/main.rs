@@ -19,6 +19,7 @@ tasks:
   test-profile      the same with the memory profiler on, reports in target/masp-reports/
   test-memory       memory-intensive cases with explicit cleanup
   test-faults       20 SIGKILLs at random points of a batch, resumed each time
+  test-report       a run's HTML report opened in headless Chromium, with a screenshot
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
   bench isolation   only the in-process vs --isolation process comparison
   bench shards      only one process vs two --shard processes in parallel
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         "test-profile" => suites::test_profile(),
         "test-memory" => suites::test_memory(),
         "test-faults" => suites::test_faults(),
+        "test-report" => suites::test_report(),
         "bench" if rest.first().is_some_and(|a| a == "isolation") => bench::isolation_only(),
         "bench" if rest.first().is_some_and(|a| a == "shards") => bench::shards_only(),
         "bench" => bench::run(),

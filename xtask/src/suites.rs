@@ -118,9 +118,138 @@ pub fn test_all() -> Result<()> {
             &["test", "--workspace", "--quiet"],
         ),
     ];
+    let mut docs = cargo();
+    docs.args(["doc", "--workspace", "--no-deps", "--quiet"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(workspace_root());
+    steps.push(Step {
+        name: "API docs (cargo doc, warnings denied)",
+        command: docs,
+    });
+    let mut browser = Command::new(std::env::current_exe()?);
+    browser.arg("test-report").current_dir(workspace_root());
+    steps.push(Step {
+        name: "HTML report in headless Chromium",
+        command: browser,
+    });
     steps.extend(sequential_steps());
     steps.extend(memory_steps());
     run_steps("test", steps)
+}
+
+/// The first of these browsers on PATH.
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// `cargo xtask test-report`: a real run's report, rendered by `masp report`, opened in
+/// headless Chromium. The page must load without errors and hold the timeline and the model
+/// table; a screenshot goes to `target/masp-reports/report.png` (the one in docs/ came from
+/// here).
+pub fn test_report() -> Result<()> {
+    ensure_setup()?;
+    let browser = chromium().context(
+        "no Chromium on PATH: install it (Debian: apt-get install chromium) to check the HTML \
+         report in a browser",
+    )?;
+    let root = workspace_root();
+    let out = root.join("target/masp-reports/html");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let status = cargo()
+        .args(["build", "--quiet", "-p", "masp-cli"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("building masp failed");
+    }
+    let masp = root.join("target/debug/masp");
+    let report = out.join("report");
+    let run = Command::new(&masp)
+        .arg("diarize")
+        .arg("--report")
+        .arg(&report)
+        .arg("--run-dir")
+        .arg(out.join("run"))
+        .arg(root.join("assets/samples/two_voices.wav"))
+        .output()?;
+    if !run.status.success() {
+        bail!(
+            "masp diarize failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let status = Command::new(&masp).arg("report").arg(&report).status()?;
+    if !status.success() {
+        bail!("masp report failed");
+    }
+    let page = report.join("report.html");
+    let url = format!("file://{}", page.display());
+    let headless = |extra: &[&str]| {
+        let mut c = Command::new(&browser);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .args(extra)
+        .arg(&url);
+        c
+    };
+    let dom = headless(&["--dump-dom"]).output()?;
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let log = String::from_utf8_lossy(&dom.stderr);
+    if !dom.status.success() {
+        bail!("Chromium could not load {url}: {log}");
+    }
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("net::ERR"))
+        .collect();
+    if !console_errors.is_empty() {
+        bail!("the page logged errors:\n{}", console_errors.join("\n"));
+    }
+    for needle in [
+        "<svg",
+        "id=\"timeline\"",
+        "id=\"models\"",
+        "silero-vad",
+        "speaker-embedder",
+        "leak verdict",
+    ] {
+        if !html.contains(needle) {
+            bail!("the page Chromium rendered has no {needle:?}");
+        }
+    }
+    let shot = root.join("target/masp-reports/report.png");
+    let _ = std::fs::remove_file(&shot);
+    let status = headless(&[
+        "--window-size=1200,1400",
+        &format!("--screenshot={}", shot.display()),
+    ])
+    .stderr(std::process::Stdio::null())
+    .status()?;
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    if !status.success() || size < 10_000 {
+        bail!(
+            "no screenshot from Chromium ({size} bytes at {})",
+            shot.display()
+        );
+    }
+    println!(
+        "report: {} loads in Chromium without errors; screenshot {} ({} KiB)",
+        page.display(),
+        shot.display(),
+        size / 1024
+    );
+    Ok(())
 }
 
 /// The model and orchestration suites, one test at a time: memory figures must not mix.

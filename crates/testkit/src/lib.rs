@@ -7,7 +7,7 @@
 //!   [`MinimalTestFramework::orchestration_tests`] runs a pipeline as repeated batches and checks
 //!   sequential execution, stability and cleanup. Results are a [`SuiteResult`] table (and JSON,
 //!   and the profiler's text/JSON/SVG reports).
-//! - [`assert`]: memory assertions over the profiler's report — [`assert_no_leak!`],
+//! - [`assert`](mod@assert): memory assertions over the profiler's report — [`assert_no_leak!`],
 //!   [`assert_peak_below!`], [`assert_returns_to_baseline!`] — whose failures print the timeline
 //!   summary.
 //! - [`fixtures`]: the committed speech sample, generated tones/noise/silence/long files
