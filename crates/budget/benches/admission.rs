@@ -47,7 +47,13 @@ fn admission(c: &mut Criterion) {
         });
     });
     group.bench_function("refusal (over the limit)", |b| {
-        b.iter(|| black_box(budget.try_reserve(black_box(Bytes::from_gib(64)), "too big").is_err()));
+        b.iter(|| {
+            black_box(
+                budget
+                    .try_reserve(black_box(Bytes::from_gib(64)), "too big")
+                    .is_err(),
+            )
+        });
     });
     drop(held);
     group.finish();
