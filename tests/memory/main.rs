@@ -13,3 +13,4 @@ mod fresh;
 mod leak_detection;
 mod recovery;
 mod sequential_budget;
+mod silence;

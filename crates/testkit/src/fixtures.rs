@@ -371,3 +371,110 @@ pub fn bad_inputs(dir: &Path) -> Result<Vec<BadInput>> {
         },
     ])
 }
+
+/// A FLAC file of `seconds` of digital silence at 16 kHz mono 16-bit: STREAMINFO plus one
+/// CONSTANT subframe per 4096-sample block, so ten hours take about 2 MiB on disk while a
+/// decoder still produces every sample. For "absurdly long input" tests.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = masp_testkit::fixtures::silent_flac(dir.path(), "quiet.flac", 3.0)?;
+/// let (info, samples) = masp_audio::read_mono(&path, 16_000)?;
+/// assert_eq!(info.n_source_frames, Some(48_000));
+/// assert!(samples.len() == 48_000 && samples.iter().all(|&s| s == 0.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn silent_flac(dir: &Path, name: &str, seconds: f64) -> Result<PathBuf> {
+    const RATE: u64 = 16_000;
+    const BLOCK: u64 = 4096;
+    let path = dir.join(name);
+    let total = (seconds.max(0.0) * RATE as f64).round() as u64;
+    let mut out = Vec::with_capacity(64 + (total / BLOCK + 1) as usize * 16);
+    out.extend_from_slice(b"fLaC");
+    // Last metadata block, type 0 (STREAMINFO), 34 bytes.
+    out.extend_from_slice(&[0x80, 0, 0, 34]);
+    out.extend_from_slice(&(BLOCK as u16).to_be_bytes()); // min block size
+    out.extend_from_slice(&(BLOCK as u16).to_be_bytes()); // max block size
+    out.extend_from_slice(&[0; 6]); // min/max frame size: unknown
+    // 20 bits rate, 3 bits channels-1 (0), 5 bits bits-per-sample-1 (15), 36 bits total.
+    let packed: u64 = (RATE << 44) | (15 << 36) | (total & 0xF_FFFF_FFFF);
+    out.extend_from_slice(&packed.to_be_bytes());
+    out.extend_from_slice(&[0; 16]); // MD5: not computed
+    let mut frame_number: u64 = 0;
+    let mut written = 0u64;
+    while written < total {
+        let n = BLOCK.min(total - written);
+        let start = out.len();
+        out.extend_from_slice(&[0xFF, 0xF8]); // sync, fixed block size
+        // Block size code: 4096 (12), or 7 = 16-bit (n-1) after the frame number; 16 kHz (5).
+        let size_code: u8 = if n == BLOCK { 12 } else { 7 };
+        out.push((size_code << 4) | 5);
+        out.push(0b0000_1000); // mono, 16 bits per sample
+        utf8_number(&mut out, frame_number);
+        if size_code == 7 {
+            out.extend_from_slice(&((n - 1) as u16).to_be_bytes());
+        }
+        out.push(crc8(&out[start..]));
+        out.extend_from_slice(&[0x00, 0x00, 0x00]); // CONSTANT subframe, value 0
+        let crc = crc16(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+        written += n;
+        frame_number += 1;
+    }
+    std::fs::write(&path, &out).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// FLAC's UTF-8-like coding of a frame number.
+fn utf8_number(out: &mut Vec<u8>, n: u64) {
+    if n < 0x80 {
+        out.push(n as u8);
+        return;
+    }
+    let extra = match n {
+        0..0x800 => 1,
+        0x800..0x1_0000 => 2,
+        0x1_0000..0x20_0000 => 3,
+        0x20_0000..0x400_0000 => 4,
+        _ => 5,
+    };
+    let lead_mask: u8 = !(0xFFu8 >> (extra + 1));
+    out.push(lead_mask | (n >> (6 * extra)) as u8);
+    for i in (0..extra).rev() {
+        out.push(0x80 | ((n >> (6 * i)) & 0x3F) as u8);
+    }
+}
+
+/// CRC-8, polynomial x^8 + x^2 + x + 1 (FLAC frame headers).
+fn crc8(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |mut crc, &b| {
+        crc ^= b;
+        for _ in 0..8 {
+            crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
+        }
+        crc
+    })
+}
+
+/// CRC-16, polynomial x^16 + x^15 + x^2 + 1 (FLAC frames).
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |mut crc, &b| {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x8005
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    })
+}
