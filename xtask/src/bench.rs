@@ -380,48 +380,20 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-/// `cargo xtask bench shards`: only the one-process vs two-shards comparison.
-pub fn shards_only() -> Result<()> {
-    ensure_setup()?;
-    let root = workspace_root();
-    let dir = root.join("target/masp-bench");
-    std::fs::create_dir_all(&dir)?;
-    let ok = cargo()
-        .args(["build", "--release", "--quiet", "-p", "masp-cli"])
-        .current_dir(&root)
-        .status()?
-        .success();
-    if !ok {
-        bail!("release build failed");
-    }
-    let batch: Vec<PathBuf> = (0..20)
-        .map(|i| dir.join(format!("batch_{i:02}.wav")))
-        .collect();
-    for f in &batch {
-        speech_wav(f, 180)?;
-    }
-    let mut results = serde_json::Map::new();
-    let rows = shards(
-        &root.join("target/release/masp"),
-        &batch,
-        &dir,
-        &mut results,
-    )?;
-    let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
-    for (name, value, target) in &rows {
-        md.push_str(&format!("| {name} | {value} | {target} |\n"));
-    }
-    std::fs::write(
-        dir.join("shards.json"),
-        serde_json::to_vec_pretty(&Value::Object(results))?,
-    )?;
-    std::fs::write(dir.join("shards.md"), &md)?;
-    println!("\n{md}\nwritten: {}", dir.join("shards.json").display());
-    Ok(())
-}
+/// Rows of a section, written as `<name>.json` and `<name>.md` beside the full results.
+type Rows = Vec<(String, String, String)>;
 
-/// `cargo xtask bench isolation`: only the isolation comparison.
-pub fn isolation_only() -> Result<()> {
+/// One section of the bench on its own: release build, the audio it needs, its rows.
+fn section_only(
+    name: &str,
+    section: impl FnOnce(
+        &Path,
+        &Path,
+        &[PathBuf],
+        &Path,
+        &mut serde_json::Map<String, Value>,
+    ) -> Result<Rows>,
+) -> Result<()> {
     ensure_setup()?;
     let root = workspace_root();
     let dir = root.join("target/masp-bench");
@@ -443,7 +415,7 @@ pub fn isolation_only() -> Result<()> {
         speech_wav(f, 180)?;
     }
     let mut results = serde_json::Map::new();
-    let rows = isolation(
+    let rows = section(
         &root.join("target/release/masp"),
         &hour,
         &batch,
@@ -451,16 +423,31 @@ pub fn isolation_only() -> Result<()> {
         &mut results,
     )?;
     let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");
-    for (name, value, target) in &rows {
-        md.push_str(&format!("| {name} | {value} | {target} |\n"));
+    for (measure, value, target) in &rows {
+        md.push_str(&format!("| {measure} | {value} | {target} |\n"));
     }
     std::fs::write(
-        dir.join("isolation.json"),
+        dir.join(format!("{name}.json")),
         serde_json::to_vec_pretty(&Value::Object(results))?,
     )?;
-    std::fs::write(dir.join("isolation.md"), &md)?;
-    println!("\n{md}\nwritten: {}", dir.join("isolation.json").display());
+    std::fs::write(dir.join(format!("{name}.md")), &md)?;
+    println!(
+        "\n{md}\nwritten: {}",
+        dir.join(format!("{name}.json")).display()
+    );
     Ok(())
+}
+
+/// `cargo xtask bench shards`: only the one-process vs two-shards comparison.
+pub fn shards_only() -> Result<()> {
+    section_only("shards", |masp, _hour, batch, dir, results| {
+        shards(masp, batch, dir, results)
+    })
+}
+
+/// `cargo xtask bench isolation`: only the isolation comparison.
+pub fn isolation_only() -> Result<()> {
+    section_only("isolation", isolation)
 }
 
 pub fn run() -> Result<()> {

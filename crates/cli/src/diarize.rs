@@ -177,6 +177,32 @@ impl Job {
     }
 }
 
+/// This run's jobs — the shard's inputs, or all — and, for a shard, its manifest started in
+/// `run_dir` (its configuration is both stages').
+pub fn shard_jobs(
+    command: &str,
+    run_dir: &Path,
+    keys: &StageKeys,
+    shard: Option<crate::shard::Shard>,
+    files: &[PathBuf],
+) -> anyhow::Result<(Option<crate::shard::ShardRun>, Vec<Job>)> {
+    let shard_run = match shard {
+        Some(s) => Some(crate::shard::ShardRun::start(
+            run_dir,
+            command,
+            &crate::context::sha256_json(&serde_json::json!([keys.vad, keys.embed]))?,
+            s,
+            files,
+        )?),
+        None => None,
+    };
+    let jobs = crate::shard::select(shard, files)
+        .iter()
+        .map(|p| Job::new(p))
+        .collect();
+    Ok((shard_run, jobs))
+}
+
 /// The inputs of `jobs` that failed.
 pub fn failed_paths(jobs: &[Job]) -> std::collections::BTreeSet<PathBuf> {
     jobs.iter()
@@ -709,21 +735,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
         &args.stages,
         serde_json::json!({"speech_windows": {"window_s": windows.window_s, "hop_s": windows.hop_s}}),
     )?;
-    let shard_run = shard
-        .map(|s| {
-            crate::shard::ShardRun::start(
-                &run_dir,
-                "diarize",
-                &crate::context::sha256_json(&serde_json::json!([keys.vad, keys.embed]))?,
-                s,
-                &args.files,
-            )
-        })
-        .transpose()?;
-    let mut jobs: Vec<Job> = crate::shard::select(shard, &args.files)
-        .iter()
-        .map(|p| Job::new(p))
-        .collect();
+    let (shard_run, mut jobs) = shard_jobs("diarize", &run_dir, &keys, shard, &args.files)?;
 
     if session.settings.max_resident.value >= 2 {
         interleaved(&mut session, &mut jobs, &mut run, &args.stages, &keys)?;

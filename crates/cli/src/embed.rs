@@ -83,21 +83,8 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         serde_json::json!("segments")
     };
     let keys = StageKeys::new(&session, &args.stages, ranges)?;
-    let shard_run = shard
-        .map(|s| {
-            crate::shard::ShardRun::start(
-                &run_dir,
-                "embed",
-                &crate::context::sha256_json(&serde_json::json!([keys.vad, keys.embed]))?,
-                s,
-                &args.files,
-            )
-        })
-        .transpose()?;
-    let mut jobs: Vec<Job> = crate::shard::select(shard, &args.files)
-        .iter()
-        .map(|p| Job::new(p))
-        .collect();
+    let (shard_run, mut jobs) =
+        crate::diarize::shard_jobs("embed", &run_dir, &keys, shard, &args.files)?;
     vad_stage(
         &mut session,
         &mut jobs,
