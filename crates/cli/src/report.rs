@@ -30,18 +30,7 @@ pub struct ReportArgs {
 
 /// Text safe inside HTML.
 fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    masp_profiler::xml_escape(text)
 }
 
 /// A byte count from run.json as a human size.

@@ -121,3 +121,4 @@ pub use report::{
     CleanupSummary, Cycle, LeakSummary, LeakVerdict, ModelSummary, PeakSummary, Phase, PhaseKind,
     Report, ReportPaths, SCHEMA_VERSION, SamplerStats, Trend, generate_report,
 };
+pub use svg::xml_escape;

@@ -37,7 +37,18 @@ fn budget_off_scale(budget: Option<Bytes>, data_max: Bytes) -> bool {
     budget.is_some_and(|b| b.get() / OFF_SCALE_RATIO > data_max.get())
 }
 
-/// Escapes text for XML content and attribute values.
+/// Escapes text for XML (and HTML) content and attribute values; control characters, which
+/// XML 1.0 does not allow, are dropped.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(masp_profiler::xml_escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+/// ```
+pub fn xml_escape(text: &str) -> String {
+    esc(text)
+}
+
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
