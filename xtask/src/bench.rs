@@ -380,6 +380,17 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
+/// The 20 files × 3 minutes of the batch measures (made once, then reused).
+fn batch_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let batch: Vec<PathBuf> = (0..20)
+        .map(|i| dir.join(format!("batch_{i:02}.wav")))
+        .collect();
+    for f in &batch {
+        speech_wav(f, 180)?;
+    }
+    Ok(batch)
+}
+
 /// Rows of a section, written as `<name>.json` and `<name>.md` beside the full results.
 type Rows = Vec<(String, String, String)>;
 
@@ -408,12 +419,7 @@ fn section_only(
     }
     let hour = dir.join("sixty_min.wav");
     speech_wav(&hour, 3600)?;
-    let batch: Vec<PathBuf> = (0..20)
-        .map(|i| dir.join(format!("batch_{i:02}.wav")))
-        .collect();
-    for f in &batch {
-        speech_wav(f, 180)?;
-    }
+    let batch = batch_files(&dir)?;
     let mut results = serde_json::Map::new();
     let rows = section(
         &root.join("target/release/masp"),
@@ -488,12 +494,7 @@ pub fn run() -> Result<()> {
     speech_wav(&one_min, 60)?;
     speech_wav(&hour, 3600)?;
     speech_wav(&ten_hours, 36_000)?;
-    let batch: Vec<PathBuf> = (0..20)
-        .map(|i| dir.join(format!("batch_{i:02}.wav")))
-        .collect();
-    for f in &batch {
-        speech_wav(f, 180)?;
-    }
+    let batch = batch_files(&dir)?;
     let mut results = serde_json::Map::new();
 
     println!("1/6 ONNX Runtime floor vs masp's path (same process, pre-decoded vs full)");

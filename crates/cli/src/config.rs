@@ -269,7 +269,7 @@ enum ConfigCommand {
 pub fn run(args: &ConfigArgs) -> anyhow::Result<crate::Outcome> {
     let ConfigCommand::Show { common } = &args.command;
     let s = Settings::resolve(common)?;
-    let budget = crate::context::budget(common)?;
+    let budget = crate::context::budget_for(&s);
     println!(
         "{:<14} {}",
         "config file",

@@ -107,12 +107,16 @@ pub fn registry(common: &Common) -> anyhow::Result<Registry> {
 
 /// The budget: flag, else `MASP_BUDGET`, else masp.toml, else 16 GiB — capped by the machine.
 pub fn budget(common: &Common) -> anyhow::Result<Budget> {
-    let settings = crate::config::Settings::resolve(common)?;
+    Ok(budget_for(&crate::config::Settings::resolve(common)?))
+}
+
+/// The budget of resolved `settings`.
+pub fn budget_for(settings: &crate::config::Settings) -> Budget {
     let mut config = BudgetConfig::default();
     if let Some(limit) = settings.budget.value {
         config = config.with_limit(limit);
     }
-    Ok(Budget::new(config))
+    Budget::new(config)
 }
 
 fn calibration() -> CalibrationStore {
@@ -124,8 +128,13 @@ fn calibration() -> CalibrationStore {
 
 impl Session {
     pub fn start(common: &Common) -> anyhow::Result<Self> {
-        let settings = crate::config::Settings::resolve(common)?;
-        let budget = budget(common)?;
+        Self::start_with(common, crate::config::Settings::resolve(common)?)
+    }
+
+    /// [`Session::start`] with settings the command already resolved (the configuration is
+    /// read once).
+    pub fn start_with(common: &Common, settings: crate::config::Settings) -> anyhow::Result<Self> {
+        let budget = budget_for(&settings);
         let registry = registry(common)?;
         let profiler = match &common.report {
             Some(_) => Some(

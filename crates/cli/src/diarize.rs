@@ -136,20 +136,7 @@ pub struct Job {
 
 impl Job {
     pub fn new(path: &Path) -> Self {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem: String = stem
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let stem = masp_orchestrator::adapter::safe_stem(path);
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Self {
             path: path.to_path_buf(),
@@ -714,11 +701,8 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     };
     let windows = args.stages.windows();
     windows.validate()?;
-    let format = crate::config::Settings::resolve(&args.common)?.format(
-        "diarize",
-        args.format,
-        DiarizeFormat::Rttm,
-    )?;
+    let settings = crate::config::Settings::resolve(&args.common)?;
+    let format = settings.format("diarize", args.format, DiarizeFormat::Rttm)?;
     if format == DiarizeFormat::Audacity && args.files.len() > 1 {
         anyhow::bail!(
             "--format audacity writes one label track, for one audio file: give one input \
@@ -729,7 +713,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     let shard = args.common.shard.resolve()?;
     let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/diarize", shard);
     let mut run = RunDir::open(&run_dir)?;
-    let mut session = Session::start(&args.common)?;
+    let mut session = Session::start_with(&args.common, settings)?;
     let keys = StageKeys::new(
         &session,
         &args.stages,

@@ -186,18 +186,7 @@ fn write_npy(out: &Path, input: &Path, embeddings: &[RangeEmbedding]) -> anyhow:
     Ok(path)
 }
 
-/// The file name without extension, made safe for a file name.
+/// The file name without extension, made safe for a file name (as the adapters name outputs).
 fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy())
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    masp_orchestrator::adapter::safe_stem(path)
 }

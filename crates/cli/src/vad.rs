@@ -129,8 +129,8 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         ..VadParams::default()
     };
     params.validate()?;
-    let format =
-        crate::config::Settings::resolve(&args.common)?.format("vad", args.format, Format::Json)?;
+    let settings = crate::config::Settings::resolve(&args.common)?;
+    let format = settings.format("vad", args.format, Format::Json)?;
     if format == Format::Audacity && args.files.len() > 1 {
         anyhow::bail!(
             "--format audacity writes one label track, for one audio file: give one input \
@@ -146,7 +146,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     }
     let files = crate::shard::select(shard, &args.files);
     let mut run = args.run_dir.as_deref().map(RunDir::open).transpose()?;
-    let mut session = Session::start(&args.common)?;
+    let mut session = Session::start_with(&args.common, settings)?;
     let config = crate::context::sha256_json(&serde_json::json!({
         "stage": "vad",
         "model": args.model,

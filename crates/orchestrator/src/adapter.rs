@@ -421,6 +421,24 @@ fn finish_embeddings(writer: Option<NpyWriter>, input: &Path) -> Result<Option<W
 }
 
 /// A name safe to put in a file name.
+/// A file's name without its extension, made safe for a file name (letters, digits, `-`,
+/// `_`; anything else becomes `_`): how output files are named after their input.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(masp_orchestrator::adapter::safe_stem(Path::new("a/My talk.v2.wav")), "My_talk_v2");
+/// ```
+pub fn safe_stem(path: &Path) -> String {
+    sanitize(
+        &path
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default(),
+    )
+}
+
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -452,12 +470,7 @@ impl ModelAdapter for GenericAdapter {
             path: output_dir.clone(),
             reason: e.to_string(),
         })?;
-        let stem = sanitize(
-            &input
-                .file_stem()
-                .map(|s| s.to_string_lossy())
-                .unwrap_or_default(),
-        );
+        let stem = safe_stem(input);
         let (window, hop) = self.window_and_hop(ctx.chunk_samples());
         let mut stream =
             ChunkStream::open(input, StreamOptions::new(self.sample_rate_hz, hop.max(1)))?;
@@ -649,12 +662,7 @@ impl ModelAdapter for EmbedAdapter {
                     path: dir.clone(),
                     reason: e.to_string(),
                 })?;
-                let stem = sanitize(
-                    &input
-                        .file_stem()
-                        .map(|s| s.to_string_lossy())
-                        .unwrap_or_default(),
-                );
+                let stem = safe_stem(input);
                 let file = dir.join(format!("{stem}.embeddings.npy"));
                 Some(
                     NpyWriter::create(&file, &[EMBEDDING_DIM]).map_err(|e| Error::Output {
