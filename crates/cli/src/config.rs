@@ -30,6 +30,8 @@ pub enum Source {
     Default,
     /// The `[defaults]` table of this file.
     File(PathBuf),
+    /// This pipeline file.
+    Pipeline(PathBuf),
     /// This environment variable.
     Env(&'static str),
     /// A command-line flag.
@@ -41,6 +43,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Default => f.write_str("default"),
             Source::File(p) => write!(f, "{} [defaults]", p.display()),
+            Source::Pipeline(p) => write!(f, "pipeline {}", p.display()),
             Source::Env(v) => write!(f, "environment {v}"),
             Source::Flag(flag) => write!(f, "flag {flag}"),
         }
@@ -115,12 +118,28 @@ impl Settings {
     /// # Errors
     /// An unreadable or invalid file, an invalid environment value (each names its source).
     pub fn resolve(common: &Common) -> anyhow::Result<Self> {
-        Self::resolve_with(common, &|name| {
-            std::env::var(name).ok().filter(|v| !v.is_empty())
-        })
+        Self::resolve_with(common, None, &env_var)
     }
 
-    fn resolve_with(common: &Common, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+    /// [`Settings::resolve`] for `masp run`/`plan`, whose pipeline file may set the isolation
+    /// (above masp.toml, below the environment and flags).
+    ///
+    /// # Errors
+    /// As [`Settings::resolve`].
+    pub fn resolve_for_pipeline(
+        common: &Common,
+        isolation: Option<Isolation>,
+        pipeline: &Path,
+    ) -> anyhow::Result<Self> {
+        let layer = isolation.map(|i| (i, pipeline.to_path_buf()));
+        Self::resolve_with(common, layer, &env_var)
+    }
+
+    fn resolve_with(
+        common: &Common,
+        pipeline: Option<(Isolation, PathBuf)>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
         let file = match &common.manifest {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from("masp.toml")).filter(|p| p.is_file()),
@@ -166,6 +185,10 @@ impl Settings {
             );
         }
         s.format.over(defaults.format.map(Some), from_file());
+        // The pipeline file.
+        if let Some((isolation, path)) = pipeline {
+            s.isolation.over(Some(isolation), Source::Pipeline(path));
+        }
         // The environment.
         let bad_env =
             |name: &str, v: &str, e: &dyn std::fmt::Display| anyhow::anyhow!("{name}={v:?}: {e}");
@@ -239,6 +262,20 @@ impl Settings {
             }),
         }
     }
+}
+
+#[cfg(test)]
+impl Settings {
+    fn resolve_with_env(
+        common: &Common,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        Self::resolve_with(common, None, env)
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn read_defaults(path: &Path) -> anyhow::Result<FileDefaults> {
@@ -357,7 +394,7 @@ mod tests {
         .unwrap();
         let f = file.to_str().unwrap();
         let no_env = |_: &str| None;
-        let s = Settings::resolve_with(&common(&["--config", f]), &no_env).unwrap();
+        let s = Settings::resolve_with_env(&common(&["--config", f]), &no_env).unwrap();
         assert_eq!(s.budget.value, Some(Bytes::from_gib(3)));
         assert_eq!(s.budget.source, Source::File(file.clone()));
         assert_eq!(
@@ -367,13 +404,14 @@ mod tests {
         assert_eq!(s.max_resident.source, Source::Default);
 
         let env = |name: &str| (name == "MASP_THREADS").then(|| "5".to_owned());
-        let s = Settings::resolve_with(&common(&["--config", f]), &env).unwrap();
+        let s = Settings::resolve_with_env(&common(&["--config", f]), &env).unwrap();
         assert_eq!(
             (s.threads.value, s.threads.source),
             (5, Source::Env("MASP_THREADS"))
         );
 
-        let s = Settings::resolve_with(&common(&["--config", f, "--threads", "7"]), &env).unwrap();
+        let s =
+            Settings::resolve_with_env(&common(&["--config", f, "--threads", "7"]), &env).unwrap();
         assert_eq!(
             (s.threads.value, s.threads.source.clone()),
             (7, Source::Flag("--threads"))
@@ -383,7 +421,7 @@ mod tests {
             s.format("vad", None, crate::output::Format::Json).unwrap();
         assert_eq!(fmt, crate::output::Format::Rttm);
         std::fs::write(&file, "[defaults]\nformat = \"npy\"\n").unwrap();
-        let s = Settings::resolve_with(&common(&["--config", f]), &no_env).unwrap();
+        let s = Settings::resolve_with_env(&common(&["--config", f]), &no_env).unwrap();
         let err = s
             .format("vad", None, crate::output::Format::Json)
             .unwrap_err()
@@ -392,21 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn a_pipeline_file_sits_between_masp_toml_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("masp.toml");
+        std::fs::write(&file, "[defaults]\nisolation = \"in-process\"\n").unwrap();
+        let c = common(&["--config", file.to_str().unwrap()]);
+        let pipeline = dir.path().join("p.toml");
+        let layer = Some((Isolation::Process, pipeline.clone()));
+        let s = Settings::resolve_with(&c, layer.clone(), &|_| None).unwrap();
+        assert_eq!(s.isolation.value, Isolation::Process);
+        assert_eq!(s.isolation.source, Source::Pipeline(pipeline));
+        let env = |name: &str| (name == "MASP_ISOLATION").then(|| "in-process".to_owned());
+        let s = Settings::resolve_with(&c, layer, &env).unwrap();
+        assert_eq!(
+            (s.isolation.value, s.isolation.source),
+            (Isolation::InProcess, Source::Env("MASP_ISOLATION"))
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_source() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("masp.toml");
         std::fs::write(&file, "[defaults]\nthreads = 0\n").unwrap();
-        let err = Settings::resolve_with(&common(&["--config", file.to_str().unwrap()]), &|_| None)
-            .unwrap_err()
-            .to_string();
+        let err =
+            Settings::resolve_with_env(&common(&["--config", file.to_str().unwrap()]), &|_| None)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("defaults.threads"), "{err}");
         std::fs::write(&file, "[defaults]\nbudgett = \"1GiB\"\n").unwrap();
         assert!(
-            Settings::resolve_with(&common(&["--config", file.to_str().unwrap()]), &|_| None)
+            Settings::resolve_with_env(&common(&["--config", file.to_str().unwrap()]), &|_| None)
                 .is_err()
         );
         let env = |name: &str| (name == "MASP_ISOLATION").then(|| "vm".to_owned());
-        let err = Settings::resolve_with(&common(&[]), &env)
+        let err = Settings::resolve_with_env(&common(&[]), &env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("MASP_ISOLATION"), "{err}");

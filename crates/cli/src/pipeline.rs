@@ -95,19 +95,19 @@ fn read_pipeline(path: &Path) -> anyhow::Result<PipelineFile> {
 }
 
 /// The common flags with the pipeline file's settings where the flags say nothing.
-fn common_with_pipeline(args: &PipelineArgs) -> anyhow::Result<Common> {
+/// The settings of a pipeline run: the pipeline file's `isolation` sits above masp.toml and
+/// below the environment and flags.
+fn pipeline_settings(args: &PipelineArgs) -> anyhow::Result<crate::config::Settings> {
     let file = read_pipeline(&args.pipeline)?;
-    let mut common = args.common.clone();
-    if common.isolation.is_none()
-        && let Some(text) = &file.isolation
-    {
-        common.isolation = Some(
+    let isolation = match &file.isolation {
+        Some(text) => Some(
             crate::context::parse_isolation(text)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("invalid pipeline {}", args.pipeline.display()))?,
-        );
-    }
-    Ok(common)
+        ),
+        None => None,
+    };
+    crate::config::Settings::resolve_for_pipeline(&args.common, isolation, &args.pipeline)
 }
 
 /// The batch: every file through every stage, each stage after the file's previous one; and
@@ -173,7 +173,7 @@ fn batch(
 }
 
 pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
-    let session = Session::start(&common_with_pipeline(args)?)?;
+    let session = Session::start_with(&args.common, pipeline_settings(args)?)?;
     let shard = args.common.shard.resolve()?;
     let files = crate::shard::select(shard, &args.files);
     let out = crate::context::run_dir_for(args.out.as_deref(), "masp-out", shard);
@@ -199,7 +199,7 @@ pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
-    let mut session = Session::start(&common_with_pipeline(args)?)?;
+    let mut session = Session::start_with(&args.common, pipeline_settings(args)?)?;
     let shard = args.common.shard.resolve()?;
     let files = crate::shard::select(shard, &args.files);
     let out = crate::context::run_dir_for(args.out.as_deref(), "masp-out", shard);
