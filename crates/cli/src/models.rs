@@ -36,6 +36,30 @@ enum ModelsCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Write an int8 copy of a VAD model (silero's sequence export): its convolutions are
+    /// quantised with activation ranges measured on `--calibrate` audio, then the copy is run
+    /// beside the original over `--check` audio and kept only if their speech segments agree on
+    /// at least 97% of 10 ms frames. Prints the agreement and the speed of each.
+    Quantize {
+        /// The model's name.
+        name: String,
+        /// Audio to measure activation ranges on (speech, a few minutes is plenty).
+        #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+        calibrate: Vec<PathBuf>,
+        /// Audio to check the copy on (default: the calibration audio; other audio gives an
+        /// independent figure).
+        #[arg(long, value_name = "FILE", num_args = 1..)]
+        check: Vec<PathBuf>,
+        /// Where to write the copy (default: `<name>.int8.onnx` in the current directory).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Percentile of |x| that bounds each activation range.
+        #[arg(long, default_value_t = masp_orchestrator::quantize::DEFAULT_PERCENTILE)]
+        percentile: f64,
+        /// Convolutions (node names) to leave in float.
+        #[arg(long, value_name = "NODE")]
+        exclude: Vec<String>,
+    },
     /// Load and unload models to measure their memory; later runs use the measurements.
     Calibrate {
         /// Models to calibrate (default: all).
@@ -51,6 +75,24 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<Outcome> {
         ModelsCommand::List => list(&args.common),
         ModelsCommand::Verify => verify(&args.common),
         ModelsCommand::Optimize { name, out } => optimize(&args.common, name, out.as_ref()),
+        ModelsCommand::Quantize {
+            name,
+            calibrate,
+            check,
+            out,
+            percentile,
+            exclude,
+        } => quantize(
+            &args.common,
+            name,
+            &QuantizeArgs {
+                calibrate,
+                check,
+                out: out.as_ref(),
+                percentile: *percentile,
+                exclude,
+            },
+        ),
         ModelsCommand::Calibrate { names, cycles } => calibrate(&args.common, names, *cycles),
     }
 }
@@ -191,6 +233,128 @@ fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Resul
         );
     }
     Ok(Outcome::AllSucceeded)
+}
+
+struct QuantizeArgs<'a> {
+    calibrate: &'a [PathBuf],
+    check: &'a [PathBuf],
+    out: Option<&'a PathBuf>,
+    percentile: f64,
+    exclude: &'a [String],
+}
+
+fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Result<Outcome> {
+    use masp_orchestrator::quantize::{MIN_AGREEMENT, compare_vad, quantize_vad};
+    if !(args.percentile > 50.0 && args.percentile <= 100.0) {
+        anyhow::bail!("--percentile must be in (50, 100], got {}", args.percentile);
+    }
+    let registry = context::registry(common)?;
+    let spec = registry.get(name).with_context(|| {
+        format!(
+            "unknown model {name:?} (known: {})",
+            registry.names().join(", ")
+        )
+    })?;
+    let src = spec.verified_path()?;
+    let model = onnx::read_model(&src)?;
+    let dst = args
+        .out
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.int8.onnx")));
+    let dir = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let runtime = masp_orchestrator::runtime::Runtime::get()?;
+    let options = onnx::quantize::QuantizeOptions {
+        exclude: args.exclude.to_vec(),
+    };
+    let started = Instant::now();
+    let (quantized, report, calibration) = quantize_vad(
+        runtime,
+        name,
+        &model,
+        &dir,
+        args.calibrate,
+        &options,
+        args.percentile,
+    )?;
+    println!(
+        "calibrated on {} file(s), {:.1} min of audio, in {:.1} s; {} convolution(s) now int8 \
+         (weights {} → {})",
+        args.calibrate.len(),
+        calibration.frames as f64 * 0.032 / 60.0,
+        started.elapsed().as_secs_f64(),
+        report.quantized.len(),
+        Bytes::new(report.float_weight_bytes),
+        Bytes::new(report.quantized_weight_bytes),
+    );
+    for (node, why) in &report.skipped {
+        println!("  left in float: {node} ({why})");
+    }
+    // Checked under a temporary name; installed at `dst` only when accepted.
+    let file_name = dst
+        .file_name()
+        .map_or_else(|| "model.onnx".into(), |f| f.to_string_lossy().into_owned());
+    let pending = dir.join(format!(".{file_name}.checking"));
+    onnx::write_model(&pending, &quantized)?;
+    let check = if args.check.is_empty() {
+        println!(
+            "checking on the calibration audio (pass --check with other audio for an independent figure)"
+        );
+        args.calibrate
+    } else {
+        args.check
+    };
+    println!(
+        "{:<40} {:>9} {:>14} {:>10} {:>10} {:>7}",
+        "file", "agreement", "segments f/q", "float", "int8", "speed"
+    );
+    let mut failed = 0;
+    let mut worst: Option<f64> = None;
+    for path in check {
+        match compare_vad(runtime, &src, &pending, path) {
+            Ok(c) => {
+                worst = Some(worst.map_or(c.agreement, |w: f64| w.min(c.agreement)));
+                println!(
+                    "{:<40} {:>8.2}% {:>14} {:>9.2}s {:>9.2}s {:>6.2}×",
+                    path.display(),
+                    100.0 * c.agreement,
+                    format!("{}/{}", c.segments.0, c.segments.1),
+                    c.time.0.as_secs_f64(),
+                    c.time.1.as_secs_f64(),
+                    c.time.0.as_secs_f64() / c.time.1.as_secs_f64().max(1e-9),
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("masp: {}: {}", path.display(), crate::one_line(&e));
+            }
+        }
+    }
+    let Some(worst) = worst else {
+        let _ = std::fs::remove_file(&pending);
+        anyhow::bail!("no check file could be run: the int8 copy was not kept");
+    };
+    if worst < MIN_AGREEMENT {
+        let _ = std::fs::remove_file(&pending);
+        anyhow::bail!(
+            "the int8 copy agrees with {name} on only {:.2}% of 10 ms frames (at least {:.0}% \
+             needed): not kept. Calibrate on more varied speech, raise --percentile, or \
+             --exclude the first convolution",
+            100.0 * worst,
+            100.0 * MIN_AGREEMENT
+        );
+    }
+    std::fs::rename(&pending, &dst).with_context(|| format!("cannot write {}", dst.display()))?;
+    println!(
+        "wrote {} (worst agreement {:.2}%). To use it, add to masp.toml:\n\n[[model]]\nname = \
+         \"{name}-int8\"\nkind = \"vad\"\npath = \"{}\"\n\nthen run `masp vad --model {name}-int8 …`",
+        dst.display(),
+        100.0 * worst,
+        dst.display()
+    );
+    Ok(Outcome::from_failures(failed))
 }
 
 fn calibrate(common: &Common, names: &[String], cycles: usize) -> anyhow::Result<Outcome> {

@@ -392,3 +392,81 @@ fn a_budget_too_small_for_the_model_is_one_clear_error() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn models_quantize_keeps_an_int8_vad_that_agrees_and_vad_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = dir.path().join("vad.int8.onnx");
+    let noisy = sample().with_file_name("noisy_mix_44k_stereo.flac");
+    let out = masp(&[
+        "models".as_ref(),
+        "quantize".as_ref(),
+        "silero-vad-sequence".as_ref(),
+        "--calibrate".as_ref(),
+        noisy.as_os_str(),
+        "--check".as_ref(),
+        sample().as_os_str(),
+        "--out".as_ref(),
+        int8.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("6 convolution(s) now int8"), "{text}");
+    assert!(text.contains("two_voices.wav"), "{text}");
+    assert!(int8.is_file());
+    // Used as the command suggests: a manifest entry of kind vad.
+    let manifest = dir.path().join("masp.toml");
+    std::fs::write(
+        &manifest,
+        "[[model]]\nname = \"vad-int8\"\nkind = \"vad\"\npath = \"vad.int8.onnx\"\n",
+    )
+    .unwrap();
+    let run = |model: &str| {
+        let out = masp(&[
+            "vad".as_ref(),
+            "--manifest".as_ref(),
+            manifest.as_os_str(),
+            "--model".as_ref(),
+            model.as_ref(),
+            "--format".as_ref(),
+            "csv".as_ref(),
+            sample().as_os_str(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // The same number of speech segments (six) as the float model.
+    assert_eq!(run("vad-int8"), run("silero-vad-sequence"));
+}
+
+#[test]
+fn models_quantize_refuses_a_copy_that_disagrees_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = dir.path().join("bad.int8.onnx");
+    // Ranges cut at the median of |x| clip most of the signal: the copy hears no speech.
+    let out = masp(&[
+        "models".as_ref(),
+        "quantize".as_ref(),
+        "silero-vad-sequence".as_ref(),
+        "--calibrate".as_ref(),
+        sample().as_os_str(),
+        "--percentile".as_ref(),
+        "51".as_ref(),
+        "--out".as_ref(),
+        int8.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not kept") && err.contains("97%"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

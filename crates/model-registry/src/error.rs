@@ -119,6 +119,13 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A model cannot be quantised as asked: no convolution to quantise, a weight that is not
+    /// a float constant, or no calibration range for a tensor.
+    #[error("cannot quantise: {reason}")]
+    CannotQuantize {
+        /// What is missing or unsupported, naming the node or tensor.
+        reason: String,
+    },
 }
 
 /// The end of an [`Error::ExternalDataMissing`] message.

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod npy;
 pub mod orchestrator;
 pub mod plan;
+pub mod quantize;
 pub mod runtime;
 pub mod silero;
 pub mod vad;

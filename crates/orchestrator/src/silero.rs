@@ -47,6 +47,36 @@ struct SequenceState {
     rows: Vec<f32>,
 }
 
+/// Fills `rows` with the sequence export's input for `block`: one row of
+/// [`CONTEXT_SAMPLES`] + [`FRAME_SAMPLES`] per frame — the 64 samples before the frame (from
+/// `context` for the first row), then the frame, zero-padded at the end of the stream — and
+/// leaves in `context` the last 64 samples of the last row, for the next block. Returns the
+/// number of frames.
+pub fn fill_sequence_rows(
+    context: &mut [f32; CONTEXT_SAMPLES],
+    block: &[f32],
+    rows: &mut Vec<f32>,
+) -> usize {
+    let n_frames = block.len().div_ceil(FRAME_SAMPLES);
+    let row = CONTEXT_SAMPLES + FRAME_SAMPLES;
+    rows.clear();
+    rows.resize(n_frames * row, 0.0);
+    for (i, r) in rows.chunks_exact_mut(row).enumerate() {
+        let start = i * FRAME_SAMPLES;
+        if i == 0 {
+            r[..CONTEXT_SAMPLES].copy_from_slice(context);
+        } else {
+            r[..CONTEXT_SAMPLES].copy_from_slice(&block[start - CONTEXT_SAMPLES..start]);
+        }
+        let end = (start + FRAME_SAMPLES).min(block.len());
+        r[CONTEXT_SAMPLES..CONTEXT_SAMPLES + end - start].copy_from_slice(&block[start..end]);
+    }
+    if n_frames > 0 {
+        context.copy_from_slice(&rows[n_frames * row - CONTEXT_SAMPLES..]);
+    }
+    n_frames
+}
+
 /// Frames per call with the sequence interface: ~16 s of audio, 1.2 MiB of input rows.
 pub const MAX_BLOCK_FRAMES: usize = 512;
 
@@ -129,23 +159,10 @@ impl SileroVad {
             return Ok(());
         }
         let row = CONTEXT_SAMPLES + FRAME_SAMPLES;
-        seq.rows.clear();
-        seq.rows.resize(n_frames * row, 0.0);
-        // Row i: the 64 samples before frame i (the previous block's tail for i = 0), then the
-        // frame, zero-padded at the end of the stream.
-        for (i, r) in seq.rows.chunks_exact_mut(row).enumerate() {
-            let start = i * FRAME_SAMPLES;
-            if i == 0 {
-                r[..CONTEXT_SAMPLES].copy_from_slice(&self.input[..CONTEXT_SAMPLES]);
-            } else {
-                r[..CONTEXT_SAMPLES].copy_from_slice(&block[start - CONTEXT_SAMPLES..start]);
-            }
-            let end = (start + FRAME_SAMPLES).min(block.len());
-            r[CONTEXT_SAMPLES..CONTEXT_SAMPLES + end - start].copy_from_slice(&block[start..end]);
-        }
-        // The next block's context: the last 64 samples of this one's last (padded) row.
-        let last = &seq.rows[(n_frames - 1) * row..];
-        self.input[..CONTEXT_SAMPLES].copy_from_slice(&last[row - CONTEXT_SAMPLES..]);
+        let mut context = [0.0f32; CONTEXT_SAMPLES];
+        context.copy_from_slice(&self.input[..CONTEXT_SAMPLES]);
+        fill_sequence_rows(&mut context, block, &mut seq.rows);
+        self.input[..CONTEXT_SAMPLES].copy_from_slice(&context);
         let name = &self.name;
         let infer = |e: ort::Error| Error::Inference {
             model: name.clone(),

@@ -317,6 +317,32 @@ impl VadOutcome {
     }
 }
 
+/// Fraction of 10 ms frames on which two segment lists of a stream of `n_samples` (16 kHz) agree
+/// about speech: a frame counts as speech when its centre lies in a segment. Lists are sorted
+/// and do not overlap, as [`Segmenter`] makes them. 1.0 for an empty stream.
+pub fn frame_agreement(a: &[SpeechSegment], b: &[SpeechSegment], n_samples: u64) -> f64 {
+    const FRAME: u64 = (SAMPLE_RATE_HZ / 100) as u64;
+    let n_frames = n_samples.div_ceil(FRAME);
+    if n_frames == 0 {
+        return 1.0;
+    }
+    let (mut ia, mut ib) = (0, 0);
+    let mut agree = 0u64;
+    for i in 0..n_frames {
+        let centre = i * FRAME + FRAME / 2;
+        let inside = |segs: &[SpeechSegment], at: &mut usize| {
+            while *at < segs.len() && segs[*at].end_sample <= centre {
+                *at += 1;
+            }
+            *at < segs.len() && segs[*at].start_sample <= centre
+        };
+        if inside(a, &mut ia) == inside(b, &mut ib) {
+            agree += 1;
+        }
+    }
+    agree as f64 / n_frames as f64
+}
+
 /// Frames per chunk read from the decoder: 2 s of audio, a few hundred KiB of buffers.
 const FRAMES_PER_CHUNK: usize = 64;
 
@@ -457,6 +483,22 @@ mod tests {
             .iter()
             .map(|g| (g.start_sample, g.end_sample))
             .collect()
+    }
+
+    #[test]
+    fn frame_agreement_counts_10ms_frames_by_their_centre() {
+        let seg = |start_sample, end_sample| SpeechSegment {
+            start_sample,
+            end_sample,
+        };
+        // 1 s: speech 0.2–0.5 s against 0.3–0.5 s differs on 10 of 100 frames.
+        let a = [seg(3200, 8000)];
+        let b = [seg(4800, 8000)];
+        assert!((frame_agreement(&a, &b, 16_000) - 0.9).abs() < 1e-12);
+        assert_eq!(frame_agreement(&a, &a, 16_000), 1.0);
+        assert_eq!(frame_agreement(&[], &[], 0), 1.0);
+        let split = [seg(3200, 4000), seg(4000, 8000)];
+        assert_eq!(frame_agreement(&a, &split, 16_000), 1.0);
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! - [`read_model`] / [`write_model`]: the whole [`ModelProto`], zero-copy in, streamed out.
 //! - [`externalize`]: move large initializers to an aligned external data file, which ONNX
 //!   Runtime can memory-map instead of copying.
+//! - [`quantize`]: static int8 quantisation of convolutions (`QLinearConv`), from calibrated
+//!   activation ranges.
 
 mod externalize;
 mod metadata;
 pub mod proto;
+pub mod quantize;
 mod wire;
 mod write;
 

@@ -5,4 +5,5 @@
 
 mod common;
 mod profiled;
+mod quantize;
 mod sequential;
