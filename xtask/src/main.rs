@@ -23,6 +23,7 @@ tasks:
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
   bench isolation   only the in-process vs --isolation process comparison
   bench shards      only one process vs two --shard processes in parallel
+  bench throughput  only the int8 model and the 20-file batch on one and two cores
 ";
 
 fn main() -> ExitCode {
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         "test-report" => suites::test_report(),
         "bench" if rest.first().is_some_and(|a| a == "isolation") => bench::isolation_only(),
         "bench" if rest.first().is_some_and(|a| a == "shards") => bench::shards_only(),
+        "bench" if rest.first().is_some_and(|a| a == "throughput") => bench::throughput_only(),
         "bench" => bench::run(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");

@@ -347,12 +347,14 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
         );
     }
     std::fs::rename(&pending, &dst).with_context(|| format!("cannot write {}", dst.display()))?;
+    // Manifest paths are relative to the manifest's directory (and may not leave it).
     println!(
-        "wrote {} (worst agreement {:.2}%). To use it, add to masp.toml:\n\n[[model]]\nname = \
-         \"{name}-int8\"\nkind = \"vad\"\npath = \"{}\"\n\nthen run `masp vad --model {name}-int8 …`",
+        "wrote {} (worst agreement {:.2}%). To use it, add to a masp.toml in {}:\n\n\
+         [[model]]\nname = \"{name}-int8\"\nkind = \"vad\"\npath = \"{file_name}\"\n\n\
+         then run `masp vad --model {name}-int8 …` there (or pass --manifest)",
         dst.display(),
         100.0 * worst,
-        dst.display()
+        dir.display(),
     );
     Ok(Outcome::from_failures(failed))
 }
