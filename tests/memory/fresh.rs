@@ -10,12 +10,18 @@ const CHILD_ENV: &str = "MASP_MEMORY_CHILD";
 /// binary. Returns true in the child, where the caller runs the body; in the parent it waits for
 /// the child, prints its output and fails if it failed.
 pub fn in_fresh_process(name: &str) -> bool {
+    in_fresh_process_with(name, &[])
+}
+
+/// [`in_fresh_process`] with extra environment variables for the child.
+pub fn in_fresh_process_with(name: &str, env: &[(&str, &str)]) -> bool {
     if std::env::var_os(CHILD_ENV).is_some() {
         return true;
     }
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "fresh")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!(

@@ -115,6 +115,24 @@ pub fn process_peak_rss() -> Option<Bytes> {
     imp::process_peak_rss()
 }
 
+/// The anonymous part of this process's resident set (Linux: `RssAnon`): heap, arenas and
+/// stacks — memory the process holds — without the file-backed pages of its binary and
+/// libraries, which the kernel pages in as code runs and may drop at any time. `None` on
+/// other platforms.
+///
+/// # Examples
+///
+/// ```
+/// use masp_budget::probe;
+/// if let (Some(anon), Some(rss)) = (probe::process_anon_rss(), probe::process_rss()) {
+///     assert!(anon.get() <= rss.get() + (1 << 20)); // read a moment apart
+/// }
+/// ```
+#[must_use]
+pub fn process_anon_rss() -> Option<Bytes> {
+    imp::process_anon_rss()
+}
+
 /// Resident set size of another process, e.g. a worker (`VmRSS`, from `/proc/<pid>/statm`).
 ///
 /// Returns `None` if the process does not exist, is not readable, or is a zombie.
@@ -458,6 +476,10 @@ mod imp {
         kib_field("/proc/self/status", b"VmHWM:")
     }
 
+    pub(super) fn process_anon_rss() -> Option<Bytes> {
+        kib_field("/proc/self/status", b"RssAnon:")
+    }
+
     pub(super) fn process_rss_of(pid: u32) -> Option<Bytes> {
         // Format the path on the stack to stay allocation-free.
         let mut buf = [0u8; 32];
@@ -523,6 +545,10 @@ mod imp {
     }
 
     pub(super) fn process_peak_rss() -> Option<Bytes> {
+        None
+    }
+
+    pub(super) fn process_anon_rss() -> Option<Bytes> {
         None
     }
 

@@ -40,7 +40,21 @@ fn main() {
             orch.unload_model("silero-vad");
         }
         if i % 10 == 0 {
-            println!("{mode} cycle {i:5}: RSS {}", probe::process_rss().unwrap());
+            // Anonymous (heap, arenas) and file-backed (the runtime library's pages) apart: a
+            // step in the file-backed part is code being paged in, not memory held.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .map_or("?".into(), |l| l[name.len()..].trim().to_string())
+            };
+            println!(
+                "{mode} cycle {i:5}: RSS {} (anon {}, file {})",
+                probe::process_rss().unwrap(),
+                field("RssAnon:"),
+                field("RssFile:")
+            );
         }
     }
 }
