@@ -177,7 +177,11 @@ fn verify(common: &Common) -> anyhow::Result<Outcome> {
     })
 }
 
-fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Result<Outcome> {
+/// A model's manifest entry and its file, sha256-verified.
+fn model_file(
+    common: &Common,
+    name: &str,
+) -> anyhow::Result<(masp_model_registry::manifest::ModelSpec, PathBuf)> {
     let registry = context::registry(common)?;
     let spec = registry.get(name).with_context(|| {
         format!(
@@ -186,6 +190,11 @@ fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Resul
         )
     })?;
     let src = spec.verified_path()?;
+    Ok((spec.clone(), src))
+}
+
+fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Result<Outcome> {
+    let (spec, src) = model_file(common, name)?;
     let dst = out
         .cloned()
         .unwrap_or_else(|| PathBuf::from(format!("{name}.lean.onnx")));
@@ -248,14 +257,7 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         anyhow::bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
-    let registry = context::registry(common)?;
-    let spec = registry.get(name).with_context(|| {
-        format!(
-            "unknown model {name:?} (known: {})",
-            registry.names().join(", ")
-        )
-    })?;
-    let src = spec.verified_path()?;
+    let (_, src) = model_file(common, name)?;
     let model = onnx::read_model(&src)?;
     let dst = args
         .out

@@ -12,6 +12,18 @@ fn masp(args: &[&std::ffi::OsStr]) -> Output {
         .expect("masp runs")
 }
 
+/// The stdout of a run that must have exited 0 (else fails with both outputs).
+fn succeeded(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/samples/two_voices.wav")
 }
@@ -259,13 +271,7 @@ fn plan_loads_each_model_once_for_a_batch() {
         ])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(&out);
     assert!(text.contains("6 tasks in 2 loads"), "{text}");
     assert!(text.contains("1 GiB (configured"), "{text}");
 }
@@ -409,13 +415,7 @@ fn models_quantize_keeps_an_int8_vad_that_agrees_and_vad_runs_it() {
         "--out".as_ref(),
         int8.as_os_str(),
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(&out);
     assert!(text.contains("6 convolution(s) now int8"), "{text}");
     assert!(text.contains("two_voices.wav"), "{text}");
     assert!(int8.is_file());
