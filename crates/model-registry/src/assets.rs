@@ -195,9 +195,79 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
     }
 }
 
+/// What identifies a file's content without reading it: device, inode, size, and modification
+/// and status-change times in nanoseconds. The status-change time moves on every write, rename
+/// onto the path or metadata change, and cannot be set back from user space.
+#[cfg(unix)]
+fn file_stamp(path: &Path) -> Option<[u64; 5]> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let nanos = |secs: i64, nsecs: i64| (secs as u64).wrapping_mul(1_000_000_000) ^ nsecs as u64;
+    Some([
+        m.dev(),
+        m.ino(),
+        m.size(),
+        nanos(m.mtime(), m.mtime_nsec()),
+        nanos(m.ctime(), m.ctime_nsec()),
+    ])
+}
+
+#[cfg(not(unix))]
+fn file_stamp(_path: &Path) -> Option<[u64; 5]> {
+    None
+}
+
+/// [`verify_sha256`], remembering in this process each file that passed: a file whose device,
+/// inode, size, modification and status-change times are all as they were when it last passed
+/// with the same expected hash is not read again. Used before every model load, where a model
+/// switched in and out many times would otherwise be hashed on every switch. Elsewhere than
+/// Unix every call hashes.
+///
+/// # Errors
+/// As [`verify_sha256`].
+pub fn verify_sha256_unchanged(path: &Path, expected: &str) -> Result<()> {
+    type Passed = std::collections::HashMap<(PathBuf, String), [u64; 5]>;
+    static PASSED: std::sync::Mutex<Option<Passed>> = std::sync::Mutex::new(None);
+    let key = (path.to_path_buf(), expected.to_ascii_lowercase());
+    let before = file_stamp(path);
+    if let Some(stamp) = before {
+        let passed = PASSED.lock().unwrap_or_else(|p| p.into_inner());
+        if passed.as_ref().and_then(|m| m.get(&key)) == Some(&stamp) {
+            return Ok(());
+        }
+    }
+    verify_sha256(path, expected)?;
+    // Remembered only if nothing changed while it was read.
+    if let Some(stamp) = before.filter(|s| file_stamp(path).as_ref() == Some(s)) {
+        let mut passed = PASSED.lock().unwrap_or_else(|p| p.into_inner());
+        passed
+            .get_or_insert_with(Default::default)
+            .insert(key, stamp);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_file_is_not_hashed_again_but_a_changed_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.onnx");
+        std::fs::write(&file, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        verify_sha256_unchanged(&file, abc).unwrap();
+        verify_sha256_unchanged(&file, abc).unwrap();
+        // Same size, new content: the status-change time moved, so it is read and refused.
+        std::fs::write(&file, b"abd").unwrap();
+        let err = verify_sha256_unchanged(&file, abc).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        // A mismatch is never remembered as a pass.
+        assert!(verify_sha256_unchanged(&file, abc).is_err());
+        // Another expected hash for the same file is checked on its own.
+        assert!(verify_sha256_unchanged(&file, &"0".repeat(64)).is_err());
+    }
 
     #[test]
     fn verify_detects_mismatch_and_names_both_hashes() {

@@ -146,7 +146,9 @@ impl ModelSpec {
         }
     }
 
-    /// The file, checked present and (when a hash is known) verified.
+    /// The file, checked present and (when a hash is known) verified: hashed the first time in
+    /// this process, and again only when the file changed since it last passed
+    /// ([`assets::verify_sha256_unchanged`]).
     ///
     /// # Errors
     /// [`crate::Error::AssetMissing`], [`crate::Error::ChecksumMismatch`], [`crate::Error::Io`].
@@ -165,7 +167,7 @@ impl ModelSpec {
             }
         };
         if let Some(expected) = &self.sha256 {
-            assets::verify_sha256(&path, expected)?;
+            assets::verify_sha256_unchanged(&path, expected)?;
         }
         Ok(path)
     }
