@@ -684,7 +684,9 @@ pub fn run() -> Result<()> {
     let batch = batch_files(&dir)?;
     let mut results = serde_json::Map::new();
 
-    println!("1/6 ONNX Runtime floor vs masp's path (same process, pre-decoded vs full)");
+    println!(
+        "1/6 ONNX Runtime floor vs masp's path (same process, pre-decoded vs full, best of 3)"
+    );
     let floor = measure(Command::new(&floor_bin).arg(&hour))?;
     let line = floor
         .stdout
