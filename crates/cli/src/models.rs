@@ -272,15 +272,15 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
         exclude: args.exclude.to_vec(),
     };
     let started = Instant::now();
-    let (quantized, report, calibration) = quantize_vad(
+    let setup = masp_orchestrator::quantize::VadCalibration {
         runtime,
         name,
-        &model,
-        &dir,
-        args.calibrate,
-        &options,
-        args.percentile,
-    )?;
+        model: &model,
+        work_dir: &dir,
+        options: &options,
+        percentile: args.percentile,
+    };
+    let (quantized, report, calibration) = quantize_vad(&setup, args.calibrate)?;
     println!(
         "calibrated on {} file(s), {:.1} min of audio, in {:.1} s; {} convolution(s) now int8 \
          (weights {} → {})",
@@ -314,8 +314,15 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
     );
     let mut failed = 0;
     let mut worst: Option<f64> = None;
-    for path in check {
-        match compare_vad(runtime, &src, &pending, path) {
+    let compared = match compare_vad(runtime, &src, &pending, check) {
+        Ok(compared) => compared,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pending);
+            return Err(e.into());
+        }
+    };
+    for (path, result) in check.iter().zip(compared) {
+        match result {
             Ok(c) => {
                 worst = Some(worst.map_or(c.agreement, |w: f64| w.min(c.agreement)));
                 println!(

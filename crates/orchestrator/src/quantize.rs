@@ -44,23 +44,39 @@ pub struct Calibration {
     pub frames: u64,
 }
 
-/// Runs the float sequence-export VAD `model` over `files` and records the range of every tensor
-/// its quantisable convolutions read or write. `work_dir` receives a temporary copy of the model
-/// with those tensors as extra outputs.
+/// What calibrating and quantising a VAD needs besides the audio.
+#[derive(Debug, Clone, Copy)]
+pub struct VadCalibration<'a> {
+    /// The runtime that runs the float model.
+    pub runtime: &'a Runtime,
+    /// The model's name, in errors and in the temporary file's name.
+    pub name: &'a str,
+    /// The float model: silero's sequence export.
+    pub model: &'a ModelProto,
+    /// Receives a temporary copy of the model with the calibrated tensors as extra outputs.
+    pub work_dir: &'a Path,
+    /// Which convolutions to quantise.
+    pub options: &'a QuantizeOptions,
+    /// Percentile of `|x|` that bounds each activation range ([`DEFAULT_PERCENTILE`]).
+    pub percentile: f64,
+}
+
+/// Runs the float sequence-export VAD over `files` and records the range of every tensor its
+/// quantisable convolutions read or write.
 ///
 /// # Errors
 /// [`Error::Registry`] when the model has nothing to quantise, [`Error::ModelInterface`] when it
-/// is not silero's sequence export (`input`, `h`, `c`), [`Error::Audio`] naming a file that cannot
-/// be decoded, [`Error::Inference`] from ONNX Runtime.
-pub fn calibrate_vad(
-    runtime: &Runtime,
-    name: &str,
-    model: &ModelProto,
-    work_dir: &Path,
-    files: &[PathBuf],
-    options: &QuantizeOptions,
-    percentile: f64,
-) -> Result<Calibration> {
+/// is not silero's sequence export (`input`, `h`, `c`), [`Error::InvalidParameter`] naming a file
+/// that cannot be decoded, [`Error::Inference`] from ONNX Runtime.
+pub fn calibrate_vad(setup: &VadCalibration<'_>, files: &[PathBuf]) -> Result<Calibration> {
+    let VadCalibration {
+        runtime,
+        name,
+        model,
+        work_dir,
+        options,
+        percentile,
+    } = *setup;
     let tensors = calibration_tensors(model, options)?;
     let instrumented = work_dir.join(format!(".{name}.calibrate.onnx"));
     write_model(&instrumented, &with_outputs(model, &tensors))?;
@@ -142,21 +158,16 @@ pub fn calibrate_vad(
     Ok(Calibration { ranges, frames })
 }
 
-/// Calibrates `model` on `files` and returns its int8 version.
+/// Calibrates the model on `files` and returns its int8 version.
 ///
 /// # Errors
 /// As [`calibrate_vad`], and [`Error::Registry`] when the rewrite fails.
 pub fn quantize_vad(
-    runtime: &Runtime,
-    name: &str,
-    model: &ModelProto,
-    work_dir: &Path,
+    setup: &VadCalibration<'_>,
     files: &[PathBuf],
-    options: &QuantizeOptions,
-    percentile: f64,
 ) -> Result<(ModelProto, QuantizeReport, Calibration)> {
-    let calibration = calibrate_vad(runtime, name, model, work_dir, files, options, percentile)?;
-    let (quantized, report) = quantize_convs(model, &calibration.ranges, options)?;
+    let calibration = calibrate_vad(setup, files)?;
+    let (quantized, report) = quantize_convs(setup.model, &calibration.ranges, setup.options)?;
     Ok((quantized, report, calibration))
 }
 
@@ -173,30 +184,38 @@ pub struct VadComparison {
     pub time: (Duration, Duration),
 }
 
-/// Runs the VAD models at `float` and `quantized` over `path` with default parameters.
+/// Runs the VAD models at `float` and `quantized` over each of `paths` with default
+/// parameters, each model loaded once. One result per path: a file that cannot be decoded fails
+/// alone.
 ///
 /// # Errors
-/// [`Error::Load`] when a model cannot be loaded, [`Error::Audio`] naming a file that cannot be
-/// decoded, [`Error::Inference`] from ONNX Runtime.
+/// [`Error::Load`] when a model cannot be loaded; per file, [`Error::Audio`] naming a file that
+/// cannot be decoded and [`Error::Inference`] from ONNX Runtime.
 pub fn compare_vad(
     runtime: &Runtime,
     float: &Path,
     quantized: &Path,
-    path: &Path,
-) -> Result<VadComparison> {
+    paths: &[PathBuf],
+) -> Result<Vec<Result<VadComparison>>> {
     let params = VadParams::default();
-    let run = |model: &Path, label: &str| -> Result<(vad::VadOutcome, Duration)> {
-        let mut vad = SileroVad::load(runtime, label, model, SessionOptions::default())?;
+    let mut float_vad = SileroVad::load(runtime, "float", float, SessionOptions::default())?;
+    let mut int8_vad = SileroVad::load(runtime, "int8", quantized, SessionOptions::default())?;
+    let run = |vad: &mut SileroVad, path: &Path| -> Result<(vad::VadOutcome, Duration)> {
         let started = Instant::now();
-        let outcome = vad::detect_speech(&mut vad, path, &params)?;
+        let outcome = vad::detect_speech(vad, path, &params)?;
         Ok((outcome, started.elapsed()))
     };
-    let (a, ta) = run(float, "float")?;
-    let (b, tb) = run(quantized, "int8")?;
-    Ok(VadComparison {
-        path: path.to_path_buf(),
-        agreement: vad::frame_agreement(&a.segments, &b.segments, a.n_samples),
-        segments: (a.segments.len(), b.segments.len()),
-        time: (ta, tb),
-    })
+    Ok(paths
+        .iter()
+        .map(|path| {
+            let (a, ta) = run(&mut float_vad, path)?;
+            let (b, tb) = run(&mut int8_vad, path)?;
+            Ok(VadComparison {
+                path: path.clone(),
+                agreement: vad::frame_agreement(&a.segments, &b.segments, a.n_samples),
+                segments: (a.segments.len(), b.segments.len()),
+                time: (ta, tb),
+            })
+        })
+        .collect())
 }

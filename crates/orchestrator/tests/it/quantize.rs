@@ -2,12 +2,31 @@
 
 use masp_model_registry::assets;
 use masp_model_registry::onnx::quantize::QuantizeOptions;
-use masp_model_registry::onnx::{read_model, write_model};
-use masp_orchestrator::quantize::{DEFAULT_PERCENTILE, MIN_AGREEMENT, compare_vad, quantize_vad};
+use masp_model_registry::onnx::{ModelProto, read_model, write_model};
+use masp_orchestrator::quantize::{
+    DEFAULT_PERCENTILE, MIN_AGREEMENT, VadCalibration, compare_vad, quantize_vad,
+};
 use masp_orchestrator::runtime::{Runtime, SessionOptions};
 use masp_orchestrator::silero::SileroVad;
 
 use crate::common::{sample, serial};
+
+/// Calibration of `model` (named `name`) with the default options, working in `dir`.
+fn setup<'a>(
+    name: &'a str,
+    model: &'a ModelProto,
+    dir: &'a std::path::Path,
+    options: &'a QuantizeOptions,
+) -> VadCalibration<'a> {
+    VadCalibration {
+        runtime: Runtime::get().unwrap(),
+        name,
+        model,
+        work_dir: dir,
+        options,
+        percentile: DEFAULT_PERCENTILE,
+    }
+}
 
 #[test]
 fn the_int8_sequence_vad_agrees_with_the_float_one_on_other_audio() {
@@ -17,14 +36,10 @@ fn the_int8_sequence_vad_agrees_with_the_float_one_on_other_audio() {
     let model = read_model(&float).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Calibrated on the noisy 44.1 kHz stereo mix, checked on the clean two-voice sample.
+    let options = QuantizeOptions::default();
     let (quantized, report, calibration) = quantize_vad(
-        runtime,
-        "silero-vad-sequence",
-        &model,
-        dir.path(),
+        &setup("silero-vad-sequence", &model, dir.path(), &options),
         &[sample("noisy_mix_44k_stereo.flac")],
-        &QuantizeOptions::default(),
-        DEFAULT_PERCENTILE,
     )
     .unwrap();
     // All six convolutions (STFT, four encoder layers, output) are int8; the LSTM stays float.
@@ -43,7 +58,8 @@ fn the_int8_sequence_vad_agrees_with_the_float_one_on_other_audio() {
     // The same interface: it loads as silero's sequence export.
     let vad = SileroVad::load(runtime, "int8", &path, SessionOptions::default()).unwrap();
     assert!(vad.is_sequence());
-    let c = compare_vad(runtime, &float, &path, &sample("two_voices.wav")).unwrap();
+    let mut compared = compare_vad(runtime, &float, &path, &[sample("two_voices.wav")]).unwrap();
+    let c = compared.pop().unwrap().unwrap();
     eprintln!(
         "int8 vs float on two_voices.wav: agreement {:.4}, segments {:?}",
         c.agreement, c.segments
@@ -55,19 +71,14 @@ fn the_int8_sequence_vad_agrees_with_the_float_one_on_other_audio() {
 #[test]
 fn calibration_audio_that_cannot_be_read_is_named() {
     let _serial = serial();
-    let runtime = Runtime::get().unwrap();
     let model = read_model(&assets::SILERO_VAD_SEQUENCE.locate().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("notes.wav");
     std::fs::write(&bad, b"not audio").unwrap();
+    let options = QuantizeOptions::default();
     let err = quantize_vad(
-        runtime,
-        "silero-vad-sequence",
-        &model,
-        dir.path(),
+        &setup("silero-vad-sequence", &model, dir.path(), &options),
         &[bad],
-        &QuantizeOptions::default(),
-        DEFAULT_PERCENTILE,
     )
     .unwrap_err()
     .to_string();
@@ -77,17 +88,12 @@ fn calibration_audio_that_cannot_be_read_is_named() {
 #[test]
 fn the_per_frame_export_has_nothing_to_quantise_in_its_main_graph() {
     let _serial = serial();
-    let runtime = Runtime::get().unwrap();
     let model = read_model(&assets::SILERO_VAD.locate().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let options = QuantizeOptions::default();
     let err = quantize_vad(
-        runtime,
-        "silero-vad",
-        &model,
-        dir.path(),
+        &setup("silero-vad", &model, dir.path(), &options),
         &[sample("two_voices.wav")],
-        &QuantizeOptions::default(),
-        DEFAULT_PERCENTILE,
     )
     .unwrap_err()
     .to_string();
