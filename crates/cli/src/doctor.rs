@@ -147,6 +147,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<Outcome> {
     report.print("budget", check_budget(args));
     report.print("cgroup", check_cgroup());
     report.print("trim", check_trim());
+    report.print("mmap threshold", check_mmap_threshold());
     report.print("disk", check_disk(Path::new(".")));
     if report.n_problems == 0 {
         println!("all checks ok");
@@ -267,6 +268,30 @@ fn check_trim() -> Check {
                   room for the largest model twice"
                 .into(),
         }
+    }
+}
+
+/// What masp does to the allocator when it initialises ONNX Runtime, done here the same way.
+fn check_mmap_threshold() -> Check {
+    use masp_budget::trim::{self, MmapThreshold};
+    match trim::pin_mmap_threshold(trim::PINNED_MMAP_THRESHOLD) {
+        MmapThreshold::Pinned(size) => Check::Ok(format!(
+            "pinned at {size}: larger blocks go back to the OS when freed, and a model's load \
+             costs the same memory in every run"
+        )),
+        MmapThreshold::FromEnvironment(value) => Check::Ok(format!(
+            "{}={value} is set and kept (masp would pin {})",
+            trim::MMAP_THRESHOLD_ENV,
+            trim::PINNED_MMAP_THRESHOLD
+        )),
+        MmapThreshold::Unsupported => Check::Problem {
+            what: "the allocator's mmap threshold cannot be pinned on this platform: a model's \
+                   load peak may differ by several MiB from run to run"
+                .into(),
+            fix: "use a glibc Linux build of masp, and calibrate with several cycles \
+                  (`masp models calibrate --cycles 3`) so the estimate is the largest"
+                .into(),
+        },
     }
 }
 

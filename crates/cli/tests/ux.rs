@@ -83,6 +83,7 @@ fn doctor_is_all_ok_with_the_normal_setup() {
         "silero-vad",
         "budget",
         "trim",
+        "mmap threshold",
         "disk",
         "cgroup",
     ] {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use masp_budget::Bytes;
+use masp_budget::{Bytes, trim};
 
 use masp_model_registry::assets;
 use ort::environment::Environment;
@@ -17,10 +17,14 @@ use ort::session::Session;
 use crate::{Error, Result};
 
 /// The initialised ONNX Runtime: the library file it came from and the shared environment.
+///
+/// Initialising it also pins the allocator's mmap threshold for the whole process
+/// ([`masp_budget::trim::pin_mmap_threshold`]), so that loads cost the same in every process.
 #[derive(Debug)]
 pub struct Runtime {
     environment: Environment,
     dylib_path: PathBuf,
+    mmap_threshold: trim::MmapThreshold,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -73,6 +77,10 @@ impl Runtime {
         if let Some(runtime) = RUNTIME.get() {
             return Ok(runtime);
         }
+        // Before ONNX Runtime allocates anything: with glibc's sliding threshold, the same
+        // model's load peak differed by its temporary buffers from process to process, and
+        // calibrated estimates could not be trusted (see `trim::PINNED_MMAP_THRESHOLD`).
+        let mmap_threshold = trim::pin_mmap_threshold(trim::PINNED_MMAP_THRESHOLD);
         let (dylib_path, origin) = locate_library()?;
         if !dylib_path.is_file() {
             return Err(Error::RuntimeMissing {
@@ -93,6 +101,7 @@ impl Runtime {
         Ok(RUNTIME.get_or_init(|| Runtime {
             environment,
             dylib_path,
+            mmap_threshold,
         }))
     }
 
@@ -104,6 +113,13 @@ impl Runtime {
         } else {
             FIRST_SESSION_ALLOWANCE
         }
+    }
+
+    /// What initialisation did to the allocator's mmap threshold: pinned at
+    /// [`trim::PINNED_MMAP_THRESHOLD`] unless `MALLOC_MMAP_THRESHOLD_` was set or the allocator
+    /// is not glibc.
+    pub fn mmap_threshold(&self) -> &trim::MmapThreshold {
+        &self.mmap_threshold
     }
 
     /// The library file this runtime was loaded from.

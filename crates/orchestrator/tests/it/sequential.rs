@@ -210,3 +210,17 @@ fn a_model_without_the_declared_input_is_refused_naming_both() {
     assert!(orch.resident_models().is_empty());
     assert_eq!(orch.budget().reserved(), Bytes::new(0));
 }
+
+#[test]
+fn initialising_the_runtime_pins_the_mmap_threshold() {
+    use masp_budget::trim::{self, MmapThreshold};
+    let runtime = masp_orchestrator::runtime::Runtime::get().unwrap_or_else(|e| panic!("{e}"));
+    let expected = match std::env::var(trim::MMAP_THRESHOLD_ENV) {
+        Ok(value) => MmapThreshold::FromEnvironment(value),
+        Err(_) if cfg!(all(target_os = "linux", target_env = "gnu")) => {
+            MmapThreshold::Pinned(trim::PINNED_MMAP_THRESHOLD)
+        }
+        Err(_) => MmapThreshold::Unsupported,
+    };
+    assert_eq!(runtime.mmap_threshold(), &expected);
+}
