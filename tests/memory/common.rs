@@ -48,6 +48,17 @@ impl Models {
 
     /// A weights model fed 1024-sample windows (64 ms at 16 kHz) by the generic adapter.
     pub fn weights(&mut self, name: &str, weight_bytes: u64, layout: Layout) -> PathBuf {
+        self.weights_with(name, weight_bytes, layout, "")
+    }
+
+    /// [`Self::weights`] with extra manifest lines for the model (e.g. `lean = true`).
+    pub fn weights_with(
+        &mut self,
+        name: &str,
+        weight_bytes: u64,
+        layout: Layout,
+        extra: &str,
+    ) -> PathBuf {
         let generated = synthetic::weights_model(
             &synthetic::cache_dir(),
             WeightsModel {
@@ -59,7 +70,7 @@ impl Models {
         .unwrap();
         let file = self.link(&generated, name);
         self.manifest.push_str(&format!(
-            "[[model]]\nname = \"{name}\"\nkind = \"generic\"\npath = \"{file}\"\n\
+            "[[model]]\nname = \"{name}\"\nkind = \"generic\"\npath = \"{file}\"\n{extra}\
              [model.generic]\ninput = \"x\"\nwindow_ms = 64\n\n"
         ));
         generated

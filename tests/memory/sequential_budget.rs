@@ -271,3 +271,137 @@ fn memory_a_task_that_outgrows_the_budget_is_degraded_or_skipped_and_the_batch_g
         "memory back under the budget after the batch: {rss}"
     );
 }
+
+/// Every file `dir` holds, read whole, by name.
+fn outputs(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn memory_a_model_marked_lean_loads_from_a_mapped_copy_written_once() {
+    use masp_orchestrator::RunEvent;
+    // The same 256 MiB embedded file twice: as it is, and marked `lean = true`.
+    let mut models = Models::new();
+    models.weights("w256", 256 * MIB, Layout::Embedded);
+    models.weights_with("w256lean", 256 * MIB, Layout::Embedded, "lean = true\n");
+    let lean_dir = models.dir.path().join("lean");
+    let config = || OrchestratorConfig {
+        record_events: true,
+        lean_dir: Some(lean_dir.clone()),
+        ..OrchestratorConfig::default()
+    };
+    let mut orch = orchestrator(models.registry(), Bytes::new(4 * GIB), config());
+    let input = tone(models.dir.path(), "a.wav", 1.0);
+
+    // Before its copy exists, the lean model is estimated as the copy will load: its weights
+    // once (mapped, then faulted in by the first run), not twice.
+    let prepared = orch.prepare("w256lean").unwrap();
+    assert!(prepared.lean_pending);
+    assert_eq!(prepared.external_weight_bytes, Bytes::new(256 * MIB));
+    let original = orch.prepare("w256").unwrap();
+    eprintln!(
+        "load peak estimates: lean {} (metadata), embedded {} (metadata)",
+        prepared.estimate.load_peak, original.estimate.load_peak
+    );
+    assert!(prepared.estimate.load_peak < Bytes::new(300 * MIB));
+    assert!(original.estimate.load_peak > Bytes::new(500 * MIB));
+
+    let embedded_out = models.dir.path().join("out-embedded");
+    let lean_out = models.dir.path().join("out-lean");
+    orch.process_task(&generic_task("w256", &input, &embedded_out))
+        .unwrap();
+    orch.process_task(&generic_task("w256lean", &input, &lean_out))
+        .unwrap();
+    let events = orch.events().to_vec();
+    let copies: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::LeanCopyWritten {
+                model,
+                path,
+                bytes_moved,
+                ms,
+            } => Some((model.clone(), path.clone(), *bytes_moved, *ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "{events:#?}");
+    let (model, copy, moved, ms) = &copies[0];
+    assert_eq!(
+        (model.as_str(), *moved),
+        ("w256lean", Bytes::new(256 * MIB))
+    );
+    assert!(copy.starts_with(&lean_dir), "{}", copy.display());
+    let peak = |name: &str| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                RunEvent::Loaded {
+                    model,
+                    measured_peak,
+                    load_ms,
+                    ..
+                } if model == name => Some((*measured_peak, *load_ms)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (embedded_peak, embedded_ms) = peak("w256");
+    let (lean_peak, lean_ms) = peak("w256lean");
+    eprintln!(
+        "copy written in {ms:.0} ms; load: embedded {embedded_ms:.1} ms, peak {embedded_peak}; \
+         lean {lean_ms:.1} ms, peak {lean_peak}"
+    );
+    assert!(embedded_peak > Bytes::new(256 * MIB), "{embedded_peak}");
+    assert!(lean_peak < Bytes::new(32 * MIB), "{lean_peak}");
+    // The copy computes what the original computes (up to rounding: with pre-packing on, the
+    // embedded model's MatMul runs a different kernel).
+    let (a, b) = (outputs(&embedded_out), outputs(&lean_out));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, x) in &a {
+        let y = &b[name];
+        assert_eq!(x.len(), y.len(), "{name}");
+        let floats = |bytes: &[u8]| -> Vec<f32> {
+            // `.npy` version 1: 10 bytes of magic and header length, then the header.
+            let header = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+            bytes[header..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let (fx, fy) = (floats(x), floats(y));
+        let worst = fx
+            .iter()
+            .zip(&fy)
+            .map(|(p, q)| (p - q).abs() / p.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "{name}: {} values, largest relative difference {worst:e}",
+            fx.len()
+        );
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+
+    // A new orchestrator (a later run) loads the copy without writing it again.
+    drop(orch);
+    let mut later = orchestrator(models.registry(), Bytes::new(4 * GIB), config());
+    let prepared = later.prepare("w256lean").unwrap();
+    assert!(!prepared.lean_pending);
+    assert_eq!(&prepared.path, copy);
+    later.load_model("w256lean").unwrap();
+    assert!(
+        later
+            .events()
+            .iter()
+            .all(|e| !matches!(e, RunEvent::LeanCopyWritten { .. })),
+        "{:#?}",
+        later.events()
+    );
+}

@@ -230,6 +230,26 @@ pub fn log_event(event: &RunEvent) {
         RunEvent::LoadRefused { model, reason } => {
             tracing::warn!("load of {model} refused: {reason}");
         }
+        RunEvent::LeanCopyWritten {
+            model,
+            path,
+            bytes_moved,
+            ms,
+        } => {
+            if bytes_moved.get() == 0 {
+                tracing::warn!(
+                    "the lean copy of {model} moves no weights (they sit inside subgraphs or in \
+                     tensors under 1 KiB): it loads as the original does; {}",
+                    path.display()
+                );
+            } else {
+                tracing::info!(
+                    "wrote the lean copy of {model} ({bytes_moved} of weights to map) in \
+                     {ms:.0} ms: {}",
+                    path.display()
+                );
+            }
+        }
         RunEvent::TaskDone {
             task,
             ms,

@@ -470,3 +470,57 @@ fn models_quantize_refuses_a_copy_that_disagrees_and_keeps_nothing() {
     assert!(err.contains("not kept") && err.contains("97%"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_model_marked_lean_runs_from_a_copy_written_once_into_the_cache() {
+    // A private asset cache that shares the real one's runtime and models, so the lean copy
+    // lands where this test can see it.
+    let real = masp_model_registry::assets::masp_home().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for part in ["runtime", "models"] {
+        std::os::unix::fs::symlink(real.join(part), home.path().join(part)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        // The sequence export: its weights are graph initializers, which the copy moves out
+        // (the per-frame export keeps them inside `If` branches).
+        masp_model_registry::assets::SILERO_VAD_SEQUENCE
+            .locate()
+            .unwrap(),
+        dir.path().join("vad.onnx"),
+    )
+    .unwrap();
+    let manifest = dir.path().join("masp.toml");
+    std::fs::write(
+        &manifest,
+        "[[model]]\nname = \"vad-lean\"\nkind = \"vad\"\npath = \"vad.onnx\"\nlean = true\n",
+    )
+    .unwrap();
+    let run = |model: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+            .args(["vad", "-v", "--model", model, "--format", "csv"])
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg(sample())
+            .env("MASP_HOME", home.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let (segments, log) = run("vad-lean");
+    assert!(log.contains("wrote the lean copy of vad-lean"), "{log}");
+    let copies: Vec<_> = std::fs::read_dir(home.path().join("lean"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].join("model.onnx").is_file());
+    assert!(copies[0].join("model.onnx.data").is_file());
+    // The same segments as the built-in model, and the copy is not written twice.
+    assert_eq!(segments, run("silero-vad-sequence").0);
+    let (again, log) = run("vad-lean");
+    assert_eq!(again, segments);
+    assert!(!log.contains("wrote the lean copy"), "{log}");
+}

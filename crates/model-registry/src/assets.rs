@@ -199,7 +199,7 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
 /// and status-change times in nanoseconds. The status-change time moves on every write, rename
 /// onto the path or metadata change, and cannot be set back from user space.
 #[cfg(unix)]
-fn file_stamp(path: &Path) -> Option<[u64; 5]> {
+pub(crate) fn file_stamp(path: &Path) -> Option<[u64; 5]> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     let nanos = |secs: i64, nsecs: i64| (secs as u64).wrapping_mul(1_000_000_000) ^ nsecs as u64;
@@ -213,7 +213,7 @@ fn file_stamp(path: &Path) -> Option<[u64; 5]> {
 }
 
 #[cfg(not(unix))]
-fn file_stamp(_path: &Path) -> Option<[u64; 5]> {
+pub(crate) fn file_stamp(_path: &Path) -> Option<[u64; 5]> {
     None
 }
 

@@ -10,6 +10,7 @@
 pub mod assets;
 mod error;
 pub mod estimate;
+pub mod lean;
 pub mod manifest;
 pub mod onnx;
 

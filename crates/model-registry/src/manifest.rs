@@ -103,6 +103,10 @@ pub struct ModelSpec {
     pub generic: Option<GenericSpec>,
     /// Where the model runs, when the manifest says; `None` follows the run's setting.
     pub isolation: Option<Isolation>,
+    /// Load from a lean copy (weights in a 4096-aligned external-data file, memory-mapped),
+    /// written into the cache before the first load and again when the file changes
+    /// ([`crate::lean`]). Manifest: `lean = true`. Default false.
+    pub lean: bool,
 }
 
 /// Where a model runs.
@@ -240,6 +244,7 @@ struct RawModel {
     memory: Option<String>,
     isolation: Option<Isolation>,
     generic: Option<GenericSpec>,
+    lean: Option<bool>,
 }
 
 /// The models masp can run: the built-ins plus those of any manifests added.
@@ -268,6 +273,7 @@ impl Registry {
                     memory_override: None,
                     generic: None,
                     isolation: None,
+                    lean: false,
                 },
             );
         }
@@ -396,6 +402,7 @@ fn parse_manifest(text: &str, path: &Path, base: &Path) -> Result<Vec<ModelSpec>
             memory_override,
             generic: model.generic,
             isolation: model.isolation,
+            lean: model.lean.unwrap_or(false),
         });
     }
     Ok(specs)

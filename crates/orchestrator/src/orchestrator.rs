@@ -63,6 +63,9 @@ pub struct OrchestratorConfig {
     /// ([`SequentialOrchestrator::stats`]) are always kept; to keep every event, set an
     /// [`EventSink`] (e.g. one that appends JSON lines to a file) or turn this on for tests.
     pub record_events: bool,
+    /// Where lean copies of models marked `lean = true` are written. Default `None`: `lean/`
+    /// in the asset cache.
+    pub lean_dir: Option<PathBuf>,
 }
 
 impl Default for OrchestratorConfig {
@@ -77,6 +80,7 @@ impl Default for OrchestratorConfig {
             isolation: Isolation::InProcess,
             worker: WorkerConfig::new(crate::worker::default_program()),
             record_events: false,
+            lean_dir: None,
         }
     }
 }
@@ -137,6 +141,18 @@ pub enum RunEvent {
         /// (the process was reaped). Zero in-process.
         worker_returned: Bytes,
     },
+    /// A lean copy of a model marked `lean = true` was written before its load (once per model
+    /// file; later loads use it).
+    LeanCopyWritten {
+        /// Model name.
+        model: String,
+        /// The copy's model file (its weights sit beside it in `model.onnx.data`).
+        path: PathBuf,
+        /// Weight bytes moved to the data file.
+        bytes_moved: Bytes,
+        /// Time taken to write it.
+        ms: f64,
+    },
     /// A load was refused before it was attempted.
     LoadRefused {
         /// Model name.
@@ -191,6 +207,8 @@ pub struct ModelStats {
     pub unloads: u64,
     /// Loads refused or failed.
     pub refused: u64,
+    /// Lean copies written for this model (`lean = true`).
+    pub lean_copies_written: u64,
     /// Total session creation time, ms.
     pub load_ms_total: f64,
     /// Latest estimate reserved for a load, and its source.
@@ -262,6 +280,10 @@ pub struct Prepared {
     pub key: String,
     /// Weight bytes in external-data files (memory-mapped when pre-packing is off).
     pub external_weight_bytes: Bytes,
+    /// The model is marked `lean = true` and its lean copy is yet to be written: `path` is the
+    /// original, the figures are those of the copy, and [`SequentialOrchestrator::load_model`]
+    /// writes it first.
+    pub lean_pending: bool,
 }
 
 /// Loads, runs and unloads models one at a time under a [`Budget`].
@@ -390,6 +412,7 @@ impl SequentialOrchestrator {
             RunEvent::Loaded { model, .. }
             | RunEvent::Unloaded { model, .. }
             | RunEvent::LoadRefused { model, .. }
+            | RunEvent::LeanCopyWritten { model, .. }
             | RunEvent::TaskDone { model, .. }
             | RunEvent::TaskFailed { model, .. } => model.as_str(),
             RunEvent::Degraded { model, .. } => model.as_str(),
@@ -431,6 +454,7 @@ impl SequentialOrchestrator {
                     stats.leaks_suspected += u64::from(*leak_suspected);
                 }
                 RunEvent::LoadRefused { .. } => stats.refused += 1,
+                RunEvent::LeanCopyWritten { .. } => stats.lean_copies_written += 1,
                 RunEvent::TaskDone { working_peak, .. } => {
                     stats.tasks_done += 1;
                     stats.working_peak_max = stats.working_peak_max.max(*working_peak);
@@ -491,11 +515,15 @@ impl SequentialOrchestrator {
                 name: name.to_string(),
                 known: self.registry.names().join(", "),
             })?;
-        let path = spec.verified_path()?;
-        let meta = OnnxMetadata::read(&path)?;
+        let original = spec.verified_path()?;
+        let (path, meta, lean_pending) = self.lean_layout(&spec, original)?;
         let prepacking = self.prepacking_for(&meta);
         let metadata_estimate = estimate::from_metadata(&meta, prepacking);
-        let key = CalibrationStore::key(name, spec.sha256.as_deref(), meta.file_bytes);
+        let mut key = CalibrationStore::key(name, spec.sha256.as_deref(), meta.file_bytes);
+        if spec.lean {
+            // The same file loads very differently in each layout: calibrate them apart.
+            key.push_str("+lean");
+        }
         let estimate = match (spec.memory_override, self.calibration.estimate(&key)) {
             (Some(peak), calibrated) => MemoryEstimate {
                 load_peak: peak,
@@ -513,7 +541,66 @@ impl SequentialOrchestrator {
             metadata_estimate,
             key,
             external_weight_bytes: meta.external_weight_bytes,
+            lean_pending,
         })
+    }
+
+    /// The file a model loads from and its metadata. For a model marked `lean`: its lean copy
+    /// if written; else, while there are embedded weights to move, the original with the
+    /// metadata the copy will have (weights external) and `lean_pending`.
+    fn lean_layout(
+        &self,
+        spec: &ModelSpec,
+        original: PathBuf,
+    ) -> Result<(PathBuf, OnnxMetadata, bool)> {
+        if spec.lean {
+            let dir = self.lean_dir()?;
+            if let Some(copy) = masp_model_registry::lean::existing(
+                &spec.name,
+                &original,
+                spec.sha256.as_deref(),
+                &dir,
+            )? {
+                let meta = OnnxMetadata::read(&copy)?;
+                return Ok((copy, meta, false));
+            }
+        }
+        let mut meta = OnnxMetadata::read(&original)?;
+        if spec.lean && meta.embedded_weight_bytes > Bytes::ZERO {
+            meta.external_weight_bytes = meta
+                .external_weight_bytes
+                .saturating_add(meta.embedded_weight_bytes);
+            meta.embedded_weight_bytes = Bytes::ZERO;
+            return Ok((original, meta, true));
+        }
+        Ok((original, meta, false))
+    }
+
+    fn lean_dir(&self) -> Result<PathBuf> {
+        match &self.config.lean_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(masp_model_registry::assets::masp_home()?.join("lean")),
+        }
+    }
+
+    /// Write the lean copy `prepared` is waiting for, then prepare again from it.
+    fn write_lean_copy(&mut self, prepared: Prepared) -> Result<Prepared> {
+        let dir = self.lean_dir()?;
+        let (path, written) = masp_model_registry::lean::ensure(
+            &prepared.spec.name,
+            &prepared.path,
+            prepared.spec.sha256.as_deref(),
+            &dir,
+        )?;
+        if let Some(written) = written {
+            self.record(RunEvent::LeanCopyWritten {
+                model: prepared.spec.name.clone(),
+                path,
+                bytes_moved: written.report.bytes_moved,
+                ms: written.ms,
+            });
+        }
+        self.prepare(&prepared.spec.name)
     }
 
     /// Pre-packing copies weights into new buffers; for weights in an external-data file that
@@ -569,7 +656,13 @@ impl SequentialOrchestrator {
             r.last_used = self.tick;
             return Ok(());
         }
-        let prepared = match self.prepare(name) {
+        let prepared = match self.prepare(name).and_then(|p| {
+            if p.lean_pending {
+                self.write_lean_copy(p)
+            } else {
+                Ok(p)
+            }
+        }) {
             Ok(p) => p,
             Err(e) => {
                 self.record(RunEvent::LoadRefused {

@@ -149,6 +149,8 @@ fn load_model(load: &LoadRequest) -> Result<(Box<dyn ModelAdapter>, LoadReport),
         memory_override: None,
         generic: load.generic.clone(),
         isolation: None,
+        // The orchestrator sends the lean copy's path when the model has one.
+        lean: false,
     };
     let options = SessionOptions {
         intra_op_threads: load.intra_op_threads.max(1) as usize,
