@@ -224,3 +224,40 @@ fn initialising_the_runtime_pins_the_mmap_threshold() {
     };
     assert_eq!(runtime.mmap_threshold(), &expected);
 }
+
+#[test]
+fn without_a_plan_several_resident_models_are_evicted_least_recently_used_first() {
+    let _serial = serial();
+    let entry = |name: &str| {
+        format!("[[model]]\nname = \"{name}\"\nkind = \"vad\"\npath = \"vad.onnx\"\n\n")
+    };
+    let manifest: String = ["a", "b", "c"].iter().map(|n| entry(n)).collect();
+    let (_dir, registry) = registry_with_silero_copy("vad.onnx", &manifest);
+    let mut orch = masp_orchestrator::SequentialOrchestrator::new(
+        registry,
+        crate::common::budget(Bytes::from_gib(4)),
+        masp_profiler::ProfilerHandle::disabled(),
+        masp_model_registry::estimate::CalibrationStore::in_memory(),
+        masp_orchestrator::OrchestratorConfig {
+            max_resident: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    orch.load_model("a").unwrap();
+    orch.load_model("b").unwrap();
+    // Using `a` again makes `b` the least recently used.
+    orch.load_model("a").unwrap();
+    orch.load_model("c").unwrap();
+    let mut resident = orch.resident_models();
+    resident.sort();
+    assert_eq!(resident, vec!["a", "c"]);
+    assert_eq!(orch.stats()["b"].unloads, 1);
+    assert_eq!(orch.stats()["a"].loads, 1);
+    // Now `c` was used after `a`: loading `b` evicts `a`.
+    orch.load_model("b").unwrap();
+    let mut resident = orch.resident_models();
+    resident.sort();
+    assert_eq!(resident, vec!["b", "c"]);
+    assert_eq!(orch.stats()["a"].unloads, 1);
+}
