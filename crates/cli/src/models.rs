@@ -402,8 +402,12 @@ fn calibrate(common: &Common, names: &[String], cycles: usize) -> anyhow::Result
             row.predicted.map_or("-".into(), |b| b.to_string()),
             row.calibrated.to_string(),
             row.latest.to_string(),
-            row.metadata_error_pct
-                .map_or("-".into(), |p| format!("{p:+.0}%")),
+            match (row.predicted, row.metadata_error_pct) {
+                (None, _) => "-".into(),
+                // A load peak of a few KiB (mapped weights): a percentage would mean nothing.
+                (Some(_), None) => "n/a".into(),
+                (Some(_), Some(p)) => format!("{p:+.0}%"),
+            },
             row.n_loads
         );
     }

@@ -157,6 +157,11 @@ impl CalibrationRecord {
     }
 }
 
+/// Below this measured load peak the error table gives no percentage: a model whose weights
+/// are mapped peaks at a few KiB while loading, where the RSS reading's own noise is larger
+/// than the figure and "+200%" would mean 8 KiB.
+pub const PERCENT_FLOOR: Bytes = Bytes::from_mib(1);
+
 /// A row of the estimate-error table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EstimateError {
@@ -168,10 +173,12 @@ pub struct EstimateError {
     pub calibrated: Bytes,
     /// The latest measurement.
     pub latest: Bytes,
-    /// (predicted − latest) / latest, in percent.
+    /// (predicted − latest) / latest, in percent; `None` without a prediction or when the
+    /// latest measurement is under [`PERCENT_FLOOR`].
     pub metadata_error_pct: Option<f64>,
-    /// (calibrated − latest) / latest, in percent.
-    pub calibrated_error_pct: f64,
+    /// (calibrated − latest) / latest, in percent; `None` when the latest measurement is under
+    /// [`PERCENT_FLOOR`].
+    pub calibrated_error_pct: Option<f64>,
     /// Loads measured.
     pub n_loads: u64,
 }
@@ -279,7 +286,9 @@ impl CalibrationStore {
     /// How far estimates were from measurements, per model.
     pub fn error_table(&self) -> Vec<EstimateError> {
         let pct = |estimate: Bytes, actual: Bytes| {
-            (estimate.get() as f64 - actual.get() as f64) / (actual.get().max(1) as f64) * 100.0
+            (actual >= PERCENT_FLOOR).then(|| {
+                (estimate.get() as f64 - actual.get() as f64) / (actual.get() as f64) * 100.0
+            })
         };
         self.models
             .iter()
@@ -291,7 +300,7 @@ impl CalibrationStore {
                     predicted: record.predicted_load_peak,
                     calibrated,
                     latest,
-                    metadata_error_pct: record.predicted_load_peak.map(|p| pct(p, latest)),
+                    metadata_error_pct: record.predicted_load_peak.and_then(|p| pct(p, latest)),
                     calibrated_error_pct: pct(calibrated, latest),
                     n_loads: record.n_loads,
                 })
@@ -335,6 +344,33 @@ mod tests {
         assert_eq!(table.len(), 1);
         assert!(
             (table[0].metadata_error_pct.unwrap() - (100.0 - 82.0) / 82.0 * 100.0).abs() < 1e-9
+        );
+        assert_eq!(table[0].calibrated_error_pct, Some(0.0));
+    }
+
+    #[test]
+    fn the_error_table_gives_no_percentage_for_a_load_peak_of_a_few_kib() {
+        let mut store = CalibrationStore::in_memory();
+        store.record_load(
+            "mapped",
+            Bytes::from_mib(268),
+            Bytes::new(8 << 10),
+            Bytes::ZERO,
+        );
+        store.record_load(
+            "mapped",
+            Bytes::from_mib(268),
+            Bytes::new(4 << 10),
+            Bytes::ZERO,
+        );
+        let row = &store.error_table()[0];
+        assert_eq!(
+            (row.calibrated, row.latest),
+            (Bytes::new(8 << 10), Bytes::new(4 << 10))
+        );
+        assert_eq!(
+            (row.metadata_error_pct, row.calibrated_error_pct),
+            (None, None)
         );
     }
 
