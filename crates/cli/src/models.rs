@@ -391,14 +391,30 @@ fn calibrate(common: &Common, names: &[String], cycles: usize) -> anyhow::Result
             session.orchestrator.unload_model(name);
         }
     }
+    let table = session.orchestrator.calibration().error_table();
+    // Rows are calibration keys (`name@sha256 prefix`), marked when they describe loads that
+    // were their process's first session (whose peaks hold ONNX Runtime's one-time globals).
+    let label = |r: &masp_model_registry::estimate::EstimateError| {
+        if r.first_in_process {
+            format!("{} (first)", r.model)
+        } else {
+            r.model.clone()
+        }
+    };
+    let width = table
+        .iter()
+        .map(|r| label(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     println!(
-        "{:<28} {:>12} {:>12} {:>12} {:>9} {:>6}",
+        "{:<width$} {:>12} {:>12} {:>12} {:>9} {:>6}",
         "model", "metadata", "calibrated", "latest", "metadata", "loads"
     );
-    for row in session.orchestrator.calibration().error_table() {
+    for row in table {
         println!(
-            "{:<28} {:>12} {:>12} {:>12} {:>8} {:>6}",
-            row.model,
+            "{:<width$} {:>12} {:>12} {:>12} {:>9} {:>6}",
+            label(&row),
             row.predicted.map_or("-".into(), |b| b.to_string()),
             row.calibrated.to_string(),
             row.latest.to_string(),

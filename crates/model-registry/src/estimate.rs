@@ -62,6 +62,11 @@ pub struct MemoryEstimate {
     pub working_per_sample: f64,
     /// Where the figures came from.
     pub source: EstimateSource,
+    /// The load peak was measured as the first ONNX Runtime session of its process, so it
+    /// already holds the runtime's one-time globals (thread pools, arenas: ~7–9 MiB here) and
+    /// no allowance for them belongs on top.
+    #[serde(default)]
+    pub includes_runtime_globals: bool,
 }
 
 impl MemoryEstimate {
@@ -97,14 +102,21 @@ pub fn from_metadata(meta: &OnnxMetadata, prepacking: bool) -> MemoryEstimate {
         working_fixed: DEFAULT_WORKING,
         working_per_sample: 0.0,
         source: EstimateSource::Metadata,
+        includes_runtime_globals: false,
     }
 }
 
 /// One model's measurements.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationRecord {
-    /// Measured load peaks (RSS growth), newest last.
+    /// Measured load peaks (RSS growth) of loads that were not their process's first ONNX
+    /// Runtime session, newest last.
     pub load_peaks: Vec<Bytes>,
+    /// Measured load peaks of loads that were their process's first session (every load in a
+    /// worker process), newest last. They include the runtime's one-time globals, so they are
+    /// kept apart: mixed in, whichever model a process loads first would look ~8 MiB larger.
+    #[serde(default)]
+    pub first_load_peaks: Vec<Bytes>,
     /// Measured resident sizes after load, newest last.
     pub residents: Vec<Bytes>,
     /// Measured task working peaks with the chunk size used: (chunk_samples, bytes).
@@ -123,9 +135,29 @@ fn push_capped<T>(list: &mut Vec<T>, value: T) {
 }
 
 impl CalibrationRecord {
-    /// The calibrated estimate, if a load was ever measured.
+    /// The calibrated estimate for a load that is not its process's first session, if a load
+    /// was ever measured ([`Self::estimate_for`] with `false`).
     pub fn estimate(&self) -> Option<MemoryEstimate> {
-        let load_peak = self.load_peaks.iter().copied().max()?;
+        self.estimate_for(false)
+    }
+
+    /// The calibrated estimate for a load that will (`first_in_process`) or will not be the
+    /// first ONNX Runtime session of its process: the largest peak measured in the same
+    /// situation, else the largest of the other kind (a first load's peak is then an upper
+    /// bound; a later load's peak then needs the runtime's allowance on top, which
+    /// `includes_runtime_globals = false` says).
+    pub fn estimate_for(&self, first_in_process: bool) -> Option<MemoryEstimate> {
+        let max = |list: &[Bytes]| list.iter().copied().max();
+        let (same, other) = if first_in_process {
+            (&self.first_load_peaks, &self.load_peaks)
+        } else {
+            (&self.load_peaks, &self.first_load_peaks)
+        };
+        let (load_peak, from_first) = match (max(same), max(other)) {
+            (Some(peak), _) => (peak, first_in_process),
+            (None, Some(peak)) => (peak, !first_in_process),
+            (None, None) => return None,
+        };
         let resident = self.residents.iter().copied().max().unwrap_or(load_peak);
         // Per-sample working memory: the largest bytes-per-sample seen (an upper bound that
         // attributes the fixed part to the samples too — conservative for smaller chunks).
@@ -153,6 +185,7 @@ impl CalibrationRecord {
             working_fixed,
             working_per_sample,
             source: EstimateSource::Calibrated,
+            includes_runtime_globals: from_first,
         })
     }
 }
@@ -167,6 +200,9 @@ pub const PERCENT_FLOOR: Bytes = Bytes::from_mib(1);
 pub struct EstimateError {
     /// Model key.
     pub model: String,
+    /// Whether the row is about loads that were their process's first ONNX Runtime session
+    /// (their peaks include the runtime's one-time globals); a model can have a row of each.
+    pub first_in_process: bool,
     /// The metadata estimate of the load peak.
     pub predicted: Option<Bytes>,
     /// The current calibrated estimate (largest recent measurement).
@@ -179,7 +215,7 @@ pub struct EstimateError {
     /// (calibrated − latest) / latest, in percent; `None` when the latest measurement is under
     /// [`PERCENT_FLOOR`].
     pub calibrated_error_pct: Option<f64>,
-    /// Loads measured.
+    /// Loads measured in this situation among the ones kept (at most 8).
     pub n_loads: u64,
 }
 
@@ -241,16 +277,37 @@ impl CalibrationStore {
         }
     }
 
-    /// The calibrated estimate for `key`, if any.
+    /// The calibrated estimate for `key` for a load that is not its process's first session,
+    /// if any.
     pub fn estimate(&self, key: &str) -> Option<MemoryEstimate> {
-        self.models.get(key).and_then(CalibrationRecord::estimate)
+        self.estimate_for(key, false)
     }
 
-    /// Record a measured load.
-    pub fn record_load(&mut self, key: &str, predicted: Bytes, load_peak: Bytes, resident: Bytes) {
+    /// The calibrated estimate for `key` for a load that will or will not be its process's
+    /// first session ([`CalibrationRecord::estimate_for`]).
+    pub fn estimate_for(&self, key: &str, first_in_process: bool) -> Option<MemoryEstimate> {
+        self.models
+            .get(key)
+            .and_then(|r| r.estimate_for(first_in_process))
+    }
+
+    /// Record a measured load; `first_in_process`: it was its process's first ONNX Runtime
+    /// session.
+    pub fn record_load(
+        &mut self,
+        key: &str,
+        predicted: Bytes,
+        load_peak: Bytes,
+        resident: Bytes,
+        first_in_process: bool,
+    ) {
         let record = self.models.entry(key.to_string()).or_default();
         record.predicted_load_peak.get_or_insert(predicted);
-        push_capped(&mut record.load_peaks, load_peak);
+        if first_in_process {
+            push_capped(&mut record.first_load_peaks, load_peak);
+        } else {
+            push_capped(&mut record.load_peaks, load_peak);
+        }
         push_capped(&mut record.residents, resident);
         record.n_loads += 1;
     }
@@ -292,17 +349,25 @@ impl CalibrationStore {
         };
         self.models
             .iter()
-            .filter_map(|(model, record)| {
-                let latest = *record.load_peaks.last()?;
-                let calibrated = record.estimate()?.load_peak;
-                Some(EstimateError {
-                    model: model.clone(),
-                    predicted: record.predicted_load_peak,
-                    calibrated,
-                    latest,
-                    metadata_error_pct: record.predicted_load_peak.and_then(|p| pct(p, latest)),
-                    calibrated_error_pct: pct(calibrated, latest),
-                    n_loads: record.n_loads,
+            .flat_map(|(model, record)| {
+                [false, true].into_iter().filter_map(move |first| {
+                    let list = if first {
+                        &record.first_load_peaks
+                    } else {
+                        &record.load_peaks
+                    };
+                    let latest = *list.last()?;
+                    let calibrated = record.estimate_for(first)?.load_peak;
+                    Some(EstimateError {
+                        model: model.clone(),
+                        first_in_process: first,
+                        predicted: record.predicted_load_peak,
+                        calibrated,
+                        latest,
+                        metadata_error_pct: record.predicted_load_peak.and_then(|p| pct(p, latest)),
+                        calibrated_error_pct: pct(calibrated, latest),
+                        n_loads: list.len() as u64,
+                    })
                 })
             })
             .collect()
@@ -325,12 +390,14 @@ mod tests {
             Bytes::from_mib(100),
             Bytes::from_mib(80),
             Bytes::from_mib(40),
+            false,
         );
         store.record_load(
             &key,
             Bytes::from_mib(100),
             Bytes::from_mib(82),
             Bytes::from_mib(41),
+            false,
         );
         store.record_task(&key, 32_000, Bytes::from_mib(2));
         store.save().unwrap();
@@ -356,12 +423,14 @@ mod tests {
             Bytes::from_mib(268),
             Bytes::new(8 << 10),
             Bytes::ZERO,
+            false,
         );
         store.record_load(
             "mapped",
             Bytes::from_mib(268),
             Bytes::new(4 << 10),
             Bytes::ZERO,
+            false,
         );
         let row = &store.error_table()[0];
         assert_eq!(
@@ -375,9 +444,53 @@ mod tests {
     }
 
     #[test]
+    fn first_sessions_of_a_process_are_calibrated_apart() {
+        let mut store = CalibrationStore::in_memory();
+        let mib = Bytes::from_mib;
+        // The embedder measured as a process's first session (with the runtime's globals),
+        // then as a later one.
+        store.record_load("e", mib(35), mib(23), mib(20), true);
+        let first_only = store.estimate_for("e", false).unwrap();
+        assert_eq!(first_only.load_peak, mib(23));
+        assert!(
+            first_only.includes_runtime_globals,
+            "an upper bound, globals included"
+        );
+        store.record_load("e", mib(35), mib(16), mib(13), false);
+        let later = store.estimate_for("e", false).unwrap();
+        let first = store.estimate_for("e", true).unwrap();
+        assert_eq!(
+            (later.load_peak, later.includes_runtime_globals),
+            (mib(16), false)
+        );
+        assert_eq!(
+            (first.load_peak, first.includes_runtime_globals),
+            (mib(23), true)
+        );
+        // A model only ever measured later: as a first session it needs the allowance on top.
+        store.record_load("v", mib(16), mib(13), mib(10), false);
+        let v = store.estimate_for("v", true).unwrap();
+        assert_eq!((v.load_peak, v.includes_runtime_globals), (mib(13), false));
+        // One error-table row per situation measured.
+        let rows: Vec<_> = store
+            .error_table()
+            .into_iter()
+            .map(|r| (r.model, r.first_in_process, r.latest))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("e".to_string(), false, mib(16)),
+                ("e".to_string(), true, mib(23)),
+                ("v".to_string(), false, mib(13)),
+            ]
+        );
+    }
+
+    #[test]
     fn activation_heavy_tasks_scale_with_chunk_size() {
         let mut store = CalibrationStore::in_memory();
-        store.record_load("m", Bytes::new(1), Bytes::new(1), Bytes::new(1));
+        store.record_load("m", Bytes::new(1), Bytes::new(1), Bytes::new(1), false);
         // 4 KiB per sample: 64 MiB per second of audio at 16 kHz.
         store.record_task("m", 16_000, Bytes::new(16_000 * 4096));
         let est = store.estimate("m").unwrap();

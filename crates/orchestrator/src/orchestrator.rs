@@ -524,11 +524,16 @@ impl SequentialOrchestrator {
             // The same file loads very differently in each layout: calibrate them apart.
             key.push_str("+lean");
         }
-        let estimate = match (spec.memory_override, self.calibration.estimate(&key)) {
+        let first = self.is_first_session(&spec);
+        let estimate = match (
+            spec.memory_override,
+            self.calibration.estimate_for(&key, first),
+        ) {
             (Some(peak), calibrated) => MemoryEstimate {
                 load_peak: peak,
                 resident: calibrated.map_or(peak, |c| c.resident.min(peak)),
                 source: EstimateSource::Override,
+                includes_runtime_globals: false,
                 ..calibrated.unwrap_or(metadata_estimate)
             },
             (None, Some(calibrated)) => calibrated,
@@ -574,6 +579,15 @@ impl SequentialOrchestrator {
             return Ok((original, meta, true));
         }
         Ok((original, meta, false))
+    }
+
+    /// Whether loading `spec` now creates the first ONNX Runtime session of its process: in
+    /// this process until one session exists, and always in a worker (a new process per load).
+    fn is_first_session(&self, spec: &ModelSpec) -> bool {
+        match self.isolation_for(spec) {
+            Isolation::InProcess => self.runtime.first_session_allowance() > Bytes::ZERO,
+            Isolation::Process => true,
+        }
     }
 
     fn lean_dir(&self) -> Result<PathBuf> {
@@ -623,9 +637,17 @@ impl SequentialOrchestrator {
     /// In-process, the first session of the process also pays the runtime's one-time globals.
     /// In a worker, every load pays for a whole process: its base and the runtime's globals.
     fn load_reservation(&self, prepared: &Prepared) -> Bytes {
+        // A peak measured as a first session already holds the runtime's globals.
+        let globals = |allowance: Bytes| {
+            if prepared.estimate.includes_runtime_globals {
+                Bytes::ZERO
+            } else {
+                allowance
+            }
+        };
         let extra = match self.isolation_for(&prepared.spec) {
-            Isolation::InProcess => self.runtime.first_session_allowance(),
-            Isolation::Process => WORKER_BASE_RSS.saturating_add(FIRST_SESSION_ALLOWANCE),
+            Isolation::InProcess => globals(self.runtime.first_session_allowance()),
+            Isolation::Process => WORKER_BASE_RSS.saturating_add(globals(FIRST_SESSION_ALLOWANCE)),
         };
         prepared.estimate.load_peak.saturating_add(extra)
     }
@@ -758,6 +780,7 @@ impl SequentialOrchestrator {
         let rss_before = rss();
         let started = Instant::now();
         let isolation = self.isolation_for(&prepared.spec);
+        let first_in_process = self.is_first_session(&prepared.spec);
         let loaded = match isolation {
             Isolation::InProcess => {
                 self.adapters
@@ -826,6 +849,7 @@ impl SequentialOrchestrator {
             prepared.metadata_estimate.load_peak,
             measured_peak,
             resident,
+            first_in_process,
         );
         if let Some(w) = worker {
             self.profiler.follow(w.pid);
