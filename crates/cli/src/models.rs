@@ -148,6 +148,11 @@ fn verify(common: &Common) -> anyhow::Result<Outcome> {
                 OnnxMetadata::read(&path)
                     .map(|m| (path, m))
                     .map_err(anyhow::Error::from)
+            })
+            .and_then(|(path, meta)| {
+                spec.check_interface(&meta)
+                    .map(|()| (path, meta))
+                    .map_err(|reason| anyhow::anyhow!("does not fit its manifest entry: {reason}"))
             });
         match result {
             Ok((path, meta)) => {

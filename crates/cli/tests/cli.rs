@@ -524,3 +524,63 @@ fn a_model_marked_lean_runs_from_a_copy_written_once_into_the_cache() {
     assert_eq!(again, segments);
     assert!(!log.contains("wrote the lean copy"), "{log}");
 }
+
+#[test]
+fn a_generic_model_whose_input_does_not_fit_its_window_is_named_before_loading() {
+    use masp_testkit::synthetic::{self, Layout, WeightsModel};
+    // The weights model takes [1, 1024]: 64 ms at 16 kHz. The entry says 500 ms.
+    let generated = synthetic::weights_model(
+        &synthetic::cache_dir(),
+        WeightsModel {
+            weight_bytes: 64 << 10,
+            layout: Layout::Embedded,
+            name: "window-64ms".into(),
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::copy(&generated, p.join("w.onnx")).unwrap();
+    std::fs::write(
+        p.join("masp.toml"),
+        "[[model]]\nname = \"w\"\nkind = \"generic\"\npath = \"w.onnx\"\n\
+         [model.generic]\ninput = \"x\"\nwindow_ms = 500\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("pipeline.toml"), "[[stage]]\nmodel = \"w\"\n").unwrap();
+    std::fs::copy(sample(), p.join("a.wav")).unwrap();
+    let reason = "input \"x\" takes [1, 1024], but window_ms = 500 at 16000 Hz gives 8000 samples";
+
+    let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(p)
+        .args(["models", "verify"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAILED") && l.contains(" w ") && l.contains(reason)),
+        "{text}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(p)
+        .args([
+            "run",
+            "-v",
+            "--pipeline",
+            "pipeline.toml",
+            "--out",
+            "out",
+            "a.wav",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(reason), "{stderr}");
+    // Refused before loading: no session was created.
+    assert!(!stderr.contains("loaded w"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -177,6 +177,100 @@ impl ModelSpec {
     }
 }
 
+impl ModelSpec {
+    /// Whether the model file's declared interface fits what the manifest says, read from its
+    /// metadata without loading it, so a misconfigured model fails before any memory is
+    /// reserved. For `generic` models: the waveform input exists, is float, is shaped
+    /// `[1, samples]` (symbolic or unknown axes accepted), a fixed sample axis equals the
+    /// window (`window_ms` at `sample_rate_hz`), and every listed output exists. Other kinds
+    /// are checked by their adapters at load.
+    ///
+    /// # Errors
+    /// The mismatch, as a sentence naming the model's actual interface.
+    pub fn check_interface(&self, meta: &crate::onnx::OnnxMetadata) -> Result<(), String> {
+        use crate::onnx::{DataType, Dim};
+        let Some(generic) = &self.generic else {
+            return Ok(());
+        };
+        let names = |list: &[crate::onnx::TensorInfo]| {
+            list.iter().map(|t| t.name.clone()).collect::<Vec<_>>()
+        };
+        let Some(input) = meta.inputs.iter().find(|t| t.name == generic.input) else {
+            return Err(format!(
+                "no input named {:?}; the model's inputs are {:?}",
+                generic.input,
+                names(&meta.inputs)
+            ));
+        };
+        if let Some(missing) = generic
+            .outputs
+            .iter()
+            .find(|o| !meta.outputs.iter().any(|t| &t.name == *o))
+        {
+            return Err(format!(
+                "no output named {missing:?}; the model's outputs are {:?}",
+                names(&meta.outputs)
+            ));
+        }
+        if let Some(kind) = input.elem_type
+            && kind != DataType::Float
+        {
+            return Err(format!(
+                "input {:?} holds {kind:?}, but the generic adapter feeds float32 samples",
+                input.name
+            ));
+        }
+        let Some(dims) = &input.dims else {
+            return Ok(());
+        };
+        let shown = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => n.to_string(),
+                Dim::Symbolic(name) => name.clone(),
+                Dim::Unknown => "?".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let [batch, samples] = dims.as_slice() else {
+            return Err(format!(
+                "input {:?} is shaped [{shown}], but the generic adapter feeds [1, samples]",
+                input.name
+            ));
+        };
+        if matches!(batch, Dim::Fixed(n) if *n != 1) {
+            return Err(format!(
+                "input {:?} is shaped [{shown}]: its first axis must be 1 (one window per call)",
+                input.name
+            ));
+        }
+        if let Dim::Fixed(n) = samples {
+            let rate = u64::from(self.sample_rate_hz);
+            match generic.window_ms {
+                Some(ms) => {
+                    let window = (u64::from(ms) * rate / 1000).max(1);
+                    if u64::try_from(*n).ok() != Some(window) {
+                        return Err(format!(
+                            "input {:?} takes [{shown}], but window_ms = {ms} at {rate} Hz gives \
+                             {window} samples",
+                            input.name
+                        ));
+                    }
+                }
+                None => {
+                    return Err(format!(
+                        "input {:?} takes a fixed [{shown}]; set window_ms to its length \
+                         ({:.1} ms at {rate} Hz) instead of feeding whole chunks",
+                        input.name,
+                        *n as f64 * 1000.0 / rate.max(1) as f64
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A manifest that cannot be used; names the file and the problem.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -439,6 +533,103 @@ mod tests {
     fn parse(text: &str) -> Result<Vec<ModelSpec>, ManifestError> {
         let dir = std::env::temp_dir();
         parse_manifest(text, &dir.join("masp.toml"), &dir)
+    }
+
+    /// Metadata of a model with one input `x` shaped `dims` and one output `y`.
+    fn interface(
+        x_type: Option<crate::onnx::DataType>,
+        dims: Option<Vec<crate::onnx::Dim>>,
+    ) -> crate::onnx::OnnxMetadata {
+        use crate::onnx::{OnnxMetadata, TensorInfo};
+        let tensor = |name: &str| TensorInfo {
+            name: name.into(),
+            elem_type: x_type,
+            dims: dims.clone(),
+        };
+        OnnxMetadata {
+            path: PathBuf::from("m.onnx"),
+            file_bytes: Bytes::new(1),
+            ir_version: 8,
+            producer_name: String::new(),
+            producer_version: String::new(),
+            opsets: Vec::new(),
+            inputs: vec![tensor("x")],
+            outputs: vec![tensor("y")],
+            initializer_count: 0,
+            embedded_weight_bytes: Bytes::ZERO,
+            external_data: Vec::new(),
+            external_weight_bytes: Bytes::ZERO,
+        }
+    }
+
+    fn generic(input: &str, window_ms: Option<u32>, outputs: &[&str]) -> ModelSpec {
+        let text = format!(
+            "[[model]]\nname = \"g\"\nkind = \"generic\"\npath = \"g.onnx\"\n[model.generic]\ninput = \"{input}\"\n{}outputs = {outputs:?}\n",
+            window_ms.map_or(String::new(), |w| format!("window_ms = {w}\n"))
+        );
+        parse(&text).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_generic_model_whose_file_does_not_fit_its_entry_is_named_before_loading() {
+        use crate::onnx::{DataType, Dim};
+        let float = Some(DataType::Float);
+        let fixed = |n| Some(vec![Dim::Fixed(1), Dim::Fixed(n)]);
+        // Fits: a fixed window that matches, or a dynamic length.
+        assert_eq!(
+            generic("x", Some(64), &["y"]).check_interface(&interface(float, fixed(1024))),
+            Ok(())
+        );
+        let dynamic = Some(vec![Dim::Symbolic("batch".into()), Dim::Unknown]);
+        assert_eq!(
+            generic("x", None, &[]).check_interface(&interface(float, dynamic)),
+            Ok(())
+        );
+        assert_eq!(
+            generic("x", None, &[]).check_interface(&interface(None, None)),
+            Ok(())
+        );
+        // Does not fit.
+        let cases = [
+            (
+                generic("audio", Some(64), &[]),
+                interface(float, fixed(1024)),
+                "no input named \"audio\"; the model's inputs are [\"x\"]",
+            ),
+            (
+                generic("x", Some(64), &["mask"]),
+                interface(float, fixed(1024)),
+                "no output named \"mask\"; the model's outputs are [\"y\"]",
+            ),
+            (
+                generic("x", Some(64), &[]),
+                interface(Some(DataType::Int64), fixed(1024)),
+                "input \"x\" holds Int64, but the generic adapter feeds float32 samples",
+            ),
+            (
+                generic("x", Some(64), &[]),
+                interface(float, Some(vec![Dim::Fixed(1024)])),
+                "input \"x\" is shaped [1024], but the generic adapter feeds [1, samples]",
+            ),
+            (
+                generic("x", Some(64), &[]),
+                interface(float, Some(vec![Dim::Fixed(4), Dim::Fixed(1024)])),
+                "input \"x\" is shaped [4, 1024]: its first axis must be 1 (one window per call)",
+            ),
+            (
+                generic("x", Some(500), &[]),
+                interface(float, fixed(1024)),
+                "input \"x\" takes [1, 1024], but window_ms = 500 at 16000 Hz gives 8000 samples",
+            ),
+            (
+                generic("x", None, &[]),
+                interface(float, fixed(1000)),
+                "input \"x\" takes a fixed [1, 1000]; set window_ms to its length (62.5 ms at 16000 Hz) instead of feeding whole chunks",
+            ),
+        ];
+        for (spec, meta, expected) in cases {
+            assert_eq!(spec.check_interface(&meta), Err(expected.to_string()));
+        }
     }
 
     #[test]

@@ -505,7 +505,8 @@ impl SequentialOrchestrator {
     /// Find, verify (sha256 before every load) and estimate a model without loading it.
     ///
     /// # Errors
-    /// [`Error::UnknownModel`], registry errors (missing file, checksum mismatch, not ONNX).
+    /// [`Error::UnknownModel`], registry errors (missing file, checksum mismatch, not ONNX),
+    /// [`Error::ModelInterface`] when the file's inputs or outputs do not fit the manifest.
     pub fn prepare(&self, name: &str) -> Result<Prepared> {
         let spec = self
             .registry
@@ -517,6 +518,13 @@ impl SequentialOrchestrator {
             })?;
         let original = spec.verified_path()?;
         let (path, meta, lean_pending) = self.lean_layout(&spec, original)?;
+        // A model whose file does not fit its manifest entry fails here, before any memory is
+        // reserved for it.
+        spec.check_interface(&meta)
+            .map_err(|reason| Error::ModelInterface {
+                model: spec.name.clone(),
+                reason,
+            })?;
         let prepacking = self.prepacking_for(&meta);
         let metadata_estimate = estimate::from_metadata(&meta, prepacking);
         let mut key = CalibrationStore::key(name, spec.sha256.as_deref(), meta.file_bytes);
