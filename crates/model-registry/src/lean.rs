@@ -47,14 +47,21 @@ pub fn copy_path(name: &str, source: &Path, sha256: Option<&str>, cache: &Path) 
     let mut digest = Sha256::new();
     digest.update(real.as_os_str().as_encoded_bytes());
     digest.update([0]);
-    digest.update(meta.len().to_le_bytes());
-    if let Ok(modified) = meta.modified()
-        && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
-    {
-        digest.update(since.as_nanos().to_le_bytes());
-    }
-    for part in crate::assets::file_stamp(&real).unwrap_or_default() {
-        digest.update(part.to_le_bytes());
+    match crate::assets::file_stamp(&real) {
+        // Device, inode, size, modification and status-change times.
+        Some(stamp) => stamp
+            .iter()
+            .for_each(|part| digest.update(part.to_le_bytes())),
+        // Elsewhere: size and modification time.
+        None => {
+            digest.update(meta.len().to_le_bytes());
+            if let Ok(since) = meta.modified().and_then(|m| {
+                m.duration_since(std::time::UNIX_EPOCH)
+                    .map_err(std::io::Error::other)
+            }) {
+                digest.update(since.as_nanos().to_le_bytes());
+            }
+        }
     }
     digest.update(sha256.unwrap_or("").as_bytes());
     let id = hex::encode(digest.finalize());
@@ -190,8 +197,9 @@ mod tests {
         let (again, written) = ensure("m", &src, None, &cache).unwrap();
         assert_eq!((again.as_path(), written), (first.as_path(), None));
 
-        // A rewritten source (same size) gets a new copy; the old one goes.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A rewritten source (same size) gets a new copy; the old one goes. `write_model`
+        // renames a new file into place, so the stamp changes by inode and ctime, whatever the
+        // clock's resolution.
         embedded_model(&src);
         let (second, written) = ensure("m", &src, None, &cache).unwrap();
         assert_ne!(second, first);
@@ -203,7 +211,6 @@ mod tests {
 
         // Another model's copies, and a model whose name extends this one's, are left alone.
         let (other, _) = ensure("m-x", &src, None, &cache).unwrap();
-        embedded_model(&dir.path().join("n.onnx"));
         let (_, written) = ensure("m", &src, Some(&"a".repeat(64)), &cache).unwrap();
         assert_eq!(
             written.unwrap().removed,
