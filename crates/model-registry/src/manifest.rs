@@ -84,6 +84,16 @@ pub struct GenericSpec {
     pub outputs: Vec<String>,
 }
 
+impl GenericSpec {
+    /// Window and hop in samples at `sample_rate_hz` (each at least 1; the hop defaults to the
+    /// window), or `None` when whole chunks of dynamic length are fed (`window_ms` unset).
+    pub fn window_and_hop(&self, sample_rate_hz: u32) -> Option<(usize, usize)> {
+        let samples = |ms: u32| (u64::from(ms) * u64::from(sample_rate_hz) / 1000).max(1) as usize;
+        let window = samples(self.window_ms?);
+        Some((window, self.hop_ms.map_or(window, samples)))
+    }
+}
+
 /// Everything masp knows about one model before loading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
@@ -175,9 +185,7 @@ impl ModelSpec {
         }
         Ok(path)
     }
-}
 
-impl ModelSpec {
     /// Whether the model file's declared interface fits what the manifest says, read from its
     /// metadata without loading it, so a misconfigured model fails before any memory is
     /// reserved. For `generic` models: the waveform input exists, is float, is shaped
@@ -245,11 +253,10 @@ impl ModelSpec {
             ));
         }
         if let Dim::Fixed(n) = samples {
-            let rate = u64::from(self.sample_rate_hz);
-            match generic.window_ms {
-                Some(ms) => {
-                    let window = (u64::from(ms) * rate / 1000).max(1);
-                    if u64::try_from(*n).ok() != Some(window) {
+            let rate = self.sample_rate_hz;
+            match (generic.window_ms, generic.window_and_hop(rate)) {
+                (Some(ms), Some((window, _))) => {
+                    if usize::try_from(*n).ok() != Some(window) {
                         return Err(format!(
                             "input {:?} takes [{shown}], but window_ms = {ms} at {rate} Hz gives \
                              {window} samples",
@@ -257,12 +264,12 @@ impl ModelSpec {
                         ));
                     }
                 }
-                None => {
+                _ => {
                     return Err(format!(
                         "input {:?} takes a fixed [{shown}]; set window_ms to its length \
                          ({:.1} ms at {rate} Hz) instead of feeding whole chunks",
                         input.name,
-                        *n as f64 * 1000.0 / rate.max(1) as f64
+                        *n as f64 * 1000.0 / f64::from(rate.max(1))
                     ));
                 }
             }

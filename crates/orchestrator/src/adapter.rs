@@ -328,12 +328,9 @@ impl GenericAdapter {
     }
 
     fn window_and_hop(&self, chunk_samples: usize) -> (usize, usize) {
-        let samples =
-            |ms: u32| (u64::from(ms) * u64::from(self.sample_rate_hz) / 1000).max(1) as usize;
-        match self.spec.window_ms {
-            Some(w) => (samples(w), self.spec.hop_ms.map_or(samples(w), samples)),
-            None => (chunk_samples, chunk_samples),
-        }
+        self.spec
+            .window_and_hop(self.sample_rate_hz)
+            .unwrap_or((chunk_samples, chunk_samples))
     }
 
     /// One window through the model; outputs appended to `writers` (created on first use).
