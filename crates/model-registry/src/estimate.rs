@@ -135,6 +135,15 @@ fn push_capped<T>(list: &mut Vec<T>, value: T) {
 }
 
 impl CalibrationRecord {
+    /// The load peaks measured as first sessions of their process, or the others.
+    pub fn peaks(&self, first_in_process: bool) -> &[Bytes] {
+        if first_in_process {
+            &self.first_load_peaks
+        } else {
+            &self.load_peaks
+        }
+    }
+
     /// The calibrated estimate for a load that is not its process's first session, if a load
     /// was ever measured ([`Self::estimate_for`] with `false`).
     pub fn estimate(&self) -> Option<MemoryEstimate> {
@@ -147,13 +156,8 @@ impl CalibrationRecord {
     /// bound; a later load's peak then needs the runtime's allowance on top, which
     /// `includes_runtime_globals = false` says).
     pub fn estimate_for(&self, first_in_process: bool) -> Option<MemoryEstimate> {
-        let max = |list: &[Bytes]| list.iter().copied().max();
-        let (same, other) = if first_in_process {
-            (&self.first_load_peaks, &self.load_peaks)
-        } else {
-            (&self.load_peaks, &self.first_load_peaks)
-        };
-        let (load_peak, from_first) = match (max(same), max(other)) {
+        let max = |first: bool| self.peaks(first).iter().copied().max();
+        let (load_peak, from_first) = match (max(first_in_process), max(!first_in_process)) {
             (Some(peak), _) => (peak, first_in_process),
             (None, Some(peak)) => (peak, !first_in_process),
             (None, None) => return None,
@@ -303,11 +307,12 @@ impl CalibrationStore {
     ) {
         let record = self.models.entry(key.to_string()).or_default();
         record.predicted_load_peak.get_or_insert(predicted);
-        if first_in_process {
-            push_capped(&mut record.first_load_peaks, load_peak);
+        let peaks = if first_in_process {
+            &mut record.first_load_peaks
         } else {
-            push_capped(&mut record.load_peaks, load_peak);
-        }
+            &mut record.load_peaks
+        };
+        push_capped(peaks, load_peak);
         push_capped(&mut record.residents, resident);
         record.n_loads += 1;
     }
@@ -351,11 +356,7 @@ impl CalibrationStore {
             .iter()
             .flat_map(|(model, record)| {
                 [false, true].into_iter().filter_map(move |first| {
-                    let list = if first {
-                        &record.first_load_peaks
-                    } else {
-                        &record.load_peaks
-                    };
+                    let list = record.peaks(first);
                     let latest = *list.last()?;
                     let calibrated = record.estimate_for(first)?.load_peak;
                     Some(EstimateError {
@@ -418,20 +419,10 @@ mod tests {
     #[test]
     fn the_error_table_gives_no_percentage_for_a_load_peak_of_a_few_kib() {
         let mut store = CalibrationStore::in_memory();
-        store.record_load(
-            "mapped",
-            Bytes::from_mib(268),
-            Bytes::new(8 << 10),
-            Bytes::ZERO,
-            false,
-        );
-        store.record_load(
-            "mapped",
-            Bytes::from_mib(268),
-            Bytes::new(4 << 10),
-            Bytes::ZERO,
-            false,
-        );
+        for peak_kib in [8, 4] {
+            let peak = Bytes::new(peak_kib << 10);
+            store.record_load("mapped", Bytes::from_mib(268), peak, Bytes::ZERO, false);
+        }
         let row = &store.error_table()[0];
         assert_eq!(
             (row.calibrated, row.latest),
