@@ -108,13 +108,13 @@ pub fn orchestrator(
     limit: Bytes,
     config: OrchestratorConfig,
 ) -> SequentialOrchestrator {
-    SequentialOrchestrator::new(
-        registry,
+    SequentialOrchestrator::builder(
         Budget::new(BudgetConfig::default().with_limit(limit)),
-        ProfilerHandle::disabled(),
-        CalibrationStore::in_memory(),
-        config,
+        registry,
+        masp_models::registry(),
     )
+    .with_config(config)
+    .build()
     .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use masp_budget::{Budget, BudgetConfig, Bytes, probe};
 use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::Registry;
-use masp_orchestrator::adapter::TaskParams;
-use masp_orchestrator::vad::VadParams;
+use masp_models::vad::VadParams;
+use masp_orchestrator::task::TaskParams;
 use masp_orchestrator::{AudioTask, Error, OrchestratorConfig, SequentialOrchestrator};
 use masp_profiler::ProfilerHandle;
 
@@ -74,14 +74,11 @@ fn memory_another_process_taking_memory_fails_the_load_then_it_recovers() {
         system_wait: Duration::from_millis(500),
         ..OrchestratorConfig::default()
     };
-    let mut orch = SequentialOrchestrator::new(
-        Registry::builtin(),
-        budget,
-        ProfilerHandle::disabled(),
-        CalibrationStore::in_memory(),
-        config,
-    )
-    .unwrap();
+    let mut orch =
+        SequentialOrchestrator::builder(budget, Registry::builtin(), masp_models::registry())
+            .with_config(config)
+            .build()
+            .unwrap();
 
     // Before: the task runs; its memory after unloading is the baseline.
     orch.process_task(&vad_task()).unwrap();

@@ -5,10 +5,9 @@ use std::path::Path;
 
 use masp_budget::Bytes;
 use masp_model_registry::manifest::{ModelKind, ModelSpec};
-use masp_orchestrator::adapter::{
-    AdapterRegistry, ModelAdapter, TaskContext, TaskOutput, TaskParams,
-};
+use masp_orchestrator::adapter::{ModelAdapter, TaskContext};
 use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::task::{TaskOutput, TaskParams};
 use masp_orchestrator::{Error, Result};
 use masp_testkit::MinimalTestFramework;
 
@@ -58,7 +57,7 @@ fn memory_a_leaking_adapter_makes_the_model_suite_fail_naming_the_leak() {
     ) {
         return;
     }
-    let mut adapters = AdapterRegistry::default();
+    let mut adapters = masp_models::registry();
     adapters.register(ModelKind::Vad, leaking_vad);
     let result = MinimalTestFramework::builtin(Bytes::from_gib(2))
         .with_adapters(adapters)

@@ -2,8 +2,8 @@
 //! for outgrowing the budget — the next task runs normally and memory returns to its baseline.
 
 use masp_budget::{Bytes, probe};
-use masp_orchestrator::adapter::TaskParams;
-use masp_orchestrator::vad::VadParams;
+use masp_models::vad::VadParams;
+use masp_orchestrator::task::{ResultFiles, TaskParams};
 use masp_orchestrator::{AudioTask, Error, OrchestratorConfig};
 use masp_testkit::fixtures;
 
@@ -71,7 +71,9 @@ fn memory_after_every_failure_the_next_task_runs_and_memory_returns_to_baseline(
             label: "explodes a.wav".into(),
             model: "explodes".into(),
             input: input.clone(),
-            params: TaskParams::Generic { output_dir: out },
+            params: TaskParams::Generic {
+                output: ResultFiles::new(out, "a").unwrap(),
+            },
         },
     ));
 

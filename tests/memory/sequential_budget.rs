@@ -2,7 +2,7 @@
 //! everything, refusal before loading, calibrated estimates, and tasks that outgrow the budget.
 
 use masp_budget::{Bytes, probe};
-use masp_orchestrator::adapter::TaskParams;
+use masp_orchestrator::task::{ResultFiles, TaskParams};
 use masp_orchestrator::{AudioTask, Error, OrchestratorConfig};
 use masp_testkit::synthetic::Layout;
 
@@ -14,7 +14,7 @@ fn generic_task(model: &str, input: &std::path::Path, out: &std::path::Path) -> 
         model: model.into(),
         input: input.to_path_buf(),
         params: TaskParams::Generic {
-            output_dir: out.to_path_buf(),
+            output: ResultFiles::new(out, &masp_run::name::result_name(input)).unwrap(),
         },
     }
 }
@@ -154,15 +154,15 @@ fn calibration_child(role: &str) {
     models.weights("w256x", 256 * MIB, Layout::External);
     let store_path = std::path::PathBuf::from(std::env::var_os("MASP_CALIBRATION_STORE").unwrap());
     let store = masp_model_registry::estimate::CalibrationStore::open(&store_path).unwrap();
-    let mut orch = masp_orchestrator::SequentialOrchestrator::new(
-        models.registry(),
+    let mut orch = masp_orchestrator::SequentialOrchestrator::builder(
         masp_budget::Budget::new(
             masp_budget::BudgetConfig::default().with_limit(Bytes::new(8 * GIB)),
         ),
-        masp_profiler::ProfilerHandle::disabled(),
-        store,
-        OrchestratorConfig::default(),
+        models.registry(),
+        masp_models::registry(),
     )
+    .with_calibration(store)
+    .build()
     .unwrap();
     if role == "calibrate" {
         // Three loads each, as `masp models calibrate --cycles 3`: the estimate is the largest.

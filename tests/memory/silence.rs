@@ -2,8 +2,8 @@
 
 use masp_budget::{Bytes, probe};
 use masp_model_registry::manifest::Registry;
-use masp_orchestrator::adapter::{TaskOutput, TaskParams};
-use masp_orchestrator::vad::VadParams;
+use masp_models::vad::VadParams;
+use masp_orchestrator::task::{TaskOutput, TaskParams};
 use masp_orchestrator::{AudioTask, OrchestratorConfig};
 use masp_testkit::fixtures;
 

@@ -4,17 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use masp_budget::{Budget, BudgetConfig, Bytes};
-use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::Registry;
-use masp_orchestrator::adapter::{TaskOutput, TaskParams};
+use masp_models::embedder::Embedding;
+use masp_models::vad::VadParams;
 use masp_orchestrator::batch::BatchTask;
-use masp_orchestrator::diarize::{
+use masp_orchestrator::task::{TaskOutput, TaskParams};
+use masp_orchestrator::{AudioTask, SequentialOrchestrator};
+use masp_run::diarize::{
     Clustering, SpeakerOptions, Turn, WindowConfig, assign_speakers, n_speakers, speech_windows,
 };
-use masp_orchestrator::embedder::Embedding;
-use masp_orchestrator::vad::VadParams;
-use masp_orchestrator::{AudioTask, OrchestratorConfig, SequentialOrchestrator};
-use masp_profiler::ProfilerHandle;
 use serde::Deserialize;
 
 /// The acceptance bound on every turn boundary, in seconds.
@@ -44,13 +42,12 @@ fn known_turns() -> Vec<KnownTurn> {
 }
 
 fn orchestrator() -> SequentialOrchestrator {
-    SequentialOrchestrator::new(
-        Registry::builtin(),
+    SequentialOrchestrator::builder(
         Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(2))),
-        ProfilerHandle::disabled(),
-        CalibrationStore::in_memory(),
-        OrchestratorConfig::default(),
+        Registry::builtin(),
+        masp_models::registry(),
     )
+    .build()
     .unwrap_or_else(|e| panic!("{e} (run `cargo xtask setup`)"))
 }
 
@@ -108,7 +105,7 @@ fn diarize(
         .zip(&windows)
         .map(|(f, w)| {
             let params = TaskParams::Embed {
-                output_dir: None,
+                output: None,
                 windows: Some(w.clone()),
             };
             task("embed", "speaker-embedder", f, params)

@@ -5,15 +5,15 @@
 //! committed in `assets/samples/two_voices.voicefilter_reference.json`, so this test needs no
 //! Python. Embeddings are compared by cosine similarity: the model quantises activations per
 //! call, so batch composition and thread count move embeddings slightly (see the module docs of
-//! `masp_orchestrator::embedder`), and bit-equality is not expected.
+//! `masp_models::embedder`), and bit-equality is not expected.
 
 use std::path::{Path, PathBuf};
 
 use masp_model_registry::assets;
-use masp_orchestrator::Error;
-use masp_orchestrator::embedder::{
+use masp_models::embedder::{
     EMBEDDING_DIM, Embedding, SpeakerEmbedder, WINDOW_VALUES, aggregate, cosine,
 };
+use masp_orchestrator::Error;
 use masp_orchestrator::runtime::{Runtime, SessionOptions};
 use serde::Deserialize;
 

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use masp_model_registry::assets;
+use masp_models::silero::{FRAME_SAMPLES, SileroVad};
+use masp_models::vad::{SpeechSegment, VadParams, detect_speech, frame_agreement};
 use masp_orchestrator::runtime::{Runtime, SessionOptions};
-use masp_orchestrator::silero::{FRAME_SAMPLES, SileroVad};
-use masp_orchestrator::vad::{SpeechSegment, VadParams, detect_speech, frame_agreement};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use masp_budget::{Budget, BudgetConfig, Bytes, probe};
 use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::Registry;
-use masp_orchestrator::adapter::TaskParams;
-use masp_orchestrator::vad::VadParams;
+use masp_models::vad::VadParams;
+use masp_orchestrator::task::TaskParams;
 use masp_orchestrator::{AudioTask, Error, OrchestratorConfig, SequentialOrchestrator};
 use masp_profiler::ProfilerHandle;
 use masp_testkit::fixtures::{self, AudioSpec};
@@ -76,13 +76,12 @@ fn orchestration_suite_vad_then_embed_over_committed_and_generated_audio() {
 }
 
 fn orchestrator(registry: Registry) -> SequentialOrchestrator {
-    SequentialOrchestrator::new(
-        registry,
+    SequentialOrchestrator::builder(
         Budget::new(BudgetConfig::default().with_limit(LIMIT)),
-        ProfilerHandle::disabled(),
-        CalibrationStore::in_memory(),
-        OrchestratorConfig::default(),
+        registry,
+        masp_models::registry(),
     )
+    .build()
     .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use masp_orchestrator::vad::{SpeechSegment, frame_agreement};
+use masp_models::vad::{SpeechSegment, frame_agreement};
 
 use crate::suites::{cargo, ensure_setup, workspace_root};
 
@@ -660,7 +660,7 @@ pub fn run() -> Result<()> {
                 "--release",
                 "--quiet",
                 "-p",
-                "masp-orchestrator",
+                "masp-models",
                 "--example",
                 "vad_floor",
             ])

@@ -272,12 +272,12 @@ fn sequential_steps() -> Vec<Step> {
             ],
         ),
         step(
-            "orchestration suite (sequential)",
+            "orchestration suite with masp's models (sequential)",
             &[
                 "test",
                 "--quiet",
                 "-p",
-                "masp-orchestrator",
+                "masp-models",
                 "--test",
                 "it",
                 "--",

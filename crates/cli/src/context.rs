@@ -163,7 +163,11 @@ impl Session {
         let progress = crate::progress::Progress::new(common.quiet, budget.effective_limit());
         let follow = progress.clone();
         let orchestrator =
-            SequentialOrchestrator::new(registry, budget, handle, calibration(), config)?
+            SequentialOrchestrator::builder(budget, registry, masp_models::registry())
+                .with_profiler(handle)
+                .with_calibration(calibration())
+                .with_config(config)
+                .build()?
                 .with_event_sink(Box::new(move |event| {
                     crate::progress::log_event(event);
                     follow.event(event);

@@ -18,13 +18,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use masp_models::embedder::Embedding;
+use masp_models::vad::VadParams;
 use masp_orchestrator::AudioTask;
-use masp_orchestrator::adapter::{RangeEmbedding, TaskOutput, TaskParams};
 use masp_orchestrator::batch::BatchTask;
-use masp_orchestrator::diarize::{self, Clustering, SpeakerOptions, Turn, WindowConfig};
-use masp_orchestrator::embedder::Embedding;
-use masp_orchestrator::journal::{self, Entry, Journal};
-use masp_orchestrator::vad::VadParams;
+use masp_orchestrator::task::{RangeEmbedding, TaskOutput, TaskParams};
+use masp_run::diarize::{self, Clustering, SpeakerOptions, Turn, WindowConfig};
+use masp_run::journal::{self, Entry, Journal};
 use serde::{Deserialize, Serialize};
 
 use crate::Outcome;
@@ -136,14 +136,9 @@ pub struct Job {
 
 impl Job {
     pub fn new(path: &Path) -> Self {
-        let stem = masp_orchestrator::adapter::safe_stem(path);
-        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Self {
             path: path.to_path_buf(),
-            id: format!(
-                "{stem}-{:08x}",
-                fnv1a(absolute.to_string_lossy().as_bytes())
-            ),
+            id: masp_run::name::result_name(path),
             input_sha: masp_model_registry::assets::sha256_file(path).unwrap_or_default(),
             failed: false,
         }
@@ -196,13 +191,6 @@ pub fn failed_paths(jobs: &[Job]) -> std::collections::BTreeSet<PathBuf> {
         .filter(|j| j.failed)
         .map(|j| j.path.clone())
         .collect()
-}
-
-/// 32-bit FNV-1a: stable across runs and Rust versions (the run directory outlives a build).
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, so a file that
@@ -362,13 +350,13 @@ fn vad_task(job: &Job, model: &str) -> AudioTask {
     }
 }
 
-fn embed_task(job: &Job, model: &str, windows: Vec<(f64, f64)>, out: Option<&Path>) -> AudioTask {
+fn embed_task(job: &Job, model: &str, windows: Vec<(f64, f64)>) -> AudioTask {
     AudioTask {
         label: format!("embed {}", job.path.display()),
         model: model.to_string(),
         input: job.path.clone(),
         params: TaskParams::Embed {
-            output_dir: out.map(Path::to_path_buf),
+            output: None,
             windows: Some(windows),
         },
     }
@@ -480,7 +468,7 @@ pub fn embed_stage(
             Ok(w) => {
                 todo.push(i);
                 tasks.push(BatchTask {
-                    task: embed_task(job, model, w, None),
+                    task: embed_task(job, model, w),
                     depends_on: Vec::new(),
                     priority: 0,
                 });
@@ -560,7 +548,7 @@ fn interleaved(
             } else {
                 match session
                     .orchestrator
-                    .process_task(&embed_task(job, &stages.embed_model, w, None))
+                    .process_task(&embed_task(job, &stages.embed_model, w))
                     .map_err(|e| anyhow::anyhow!(crate::one_line(&e)))?
                 {
                     TaskOutput::RangeEmbeddings { embeddings, .. } => embeddings,

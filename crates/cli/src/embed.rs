@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use masp_orchestrator::adapter::RangeEmbedding;
-use masp_orchestrator::diarize;
-use masp_orchestrator::embedder::EMBEDDING_DIM;
-use masp_orchestrator::npy::NpyWriter;
+use masp_models::embedder::EMBEDDING_DIM;
+use masp_models::npy::NpyWriter;
+use masp_orchestrator::task::RangeEmbedding;
+use masp_run::diarize;
 
 use crate::Outcome;
 use crate::context::{Common, Session};
@@ -186,7 +186,7 @@ fn write_npy(out: &Path, input: &Path, embeddings: &[RangeEmbedding]) -> anyhow:
     Ok(path)
 }
 
-/// The file name without extension, made safe for a file name (as the adapters name outputs).
+/// The name of `path`'s results.
 fn stem(path: &Path) -> String {
-    masp_orchestrator::adapter::safe_stem(path)
+    masp_run::name::result_name(path)
 }

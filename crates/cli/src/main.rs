@@ -25,6 +25,9 @@ const EXIT_OK: u8 = 0;
 const EXIT_USAGE: u8 = 1;
 /// Exit code when at least one input failed (the others were still processed).
 const EXIT_SOME_FAILED: u8 = 2;
+/// `masp worker` only: the pipe to its orchestrator broke or carried garbage. Not 1 or 2, so a
+/// worker's exit is never read as a batch outcome.
+const EXIT_WORKER_PROTOCOL: u8 = 3;
 
 /// masp — run audio ONNX models one at a time under a hard memory budget.
 #[derive(Debug, Parser)]
@@ -138,8 +141,10 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Command::Worker) {
-        let code = masp_orchestrator::worker::serve();
-        return ExitCode::from(u8::try_from(code).unwrap_or(EXIT_USAGE));
+        return match masp_orchestrator::worker::serve(&masp_models::registry()) {
+            masp_orchestrator::worker::ServeOutcome::Finished => ExitCode::from(EXIT_OK),
+            _ => ExitCode::from(EXIT_WORKER_PROTOCOL),
+        };
     }
     match run(cli) {
         Ok(Outcome::AllSucceeded) => ExitCode::from(EXIT_OK),

@@ -54,7 +54,7 @@ enum ModelsCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// Percentile of |x| that bounds each activation range.
-        #[arg(long, default_value_t = masp_orchestrator::quantize::DEFAULT_PERCENTILE)]
+        #[arg(long, default_value_t = masp_models::quantize::DEFAULT_PERCENTILE)]
         percentile: f64,
         /// Convolutions (node names) to leave in float.
         #[arg(long, value_name = "NODE")]
@@ -258,7 +258,7 @@ struct QuantizeArgs<'a> {
 }
 
 fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Result<Outcome> {
-    use masp_orchestrator::quantize::{MIN_AGREEMENT, compare_vad, quantize_vad};
+    use masp_models::quantize::{MIN_AGREEMENT, compare_vad, quantize_vad};
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         anyhow::bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
@@ -277,7 +277,7 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
         exclude: args.exclude.to_vec(),
     };
     let started = Instant::now();
-    let setup = masp_orchestrator::quantize::VadCalibration {
+    let setup = masp_models::quantize::VadCalibration {
         runtime,
         name,
         model: &model,

@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use masp_orchestrator::vad::VadOutcome;
+use masp_models::vad::VadOutcome;
 use serde::Serialize;
 
 /// Output formats of segment-producing commands.

@@ -24,14 +24,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use masp_model_registry::manifest::ModelKind;
+use masp_models::vad::VadParams;
 use masp_orchestrator::AudioTask;
-use masp_orchestrator::adapter::{TaskOutput, TaskParams};
 use masp_orchestrator::batch::BatchTask;
-use masp_orchestrator::vad::VadParams;
+use masp_orchestrator::task::{ResultFiles, TaskOutput, TaskParams};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use masp_orchestrator::journal::{self, Entry, Journal};
+use masp_run::journal::{self, Entry, Journal};
 use serde::Deserialize;
 
 use crate::Outcome;
@@ -122,7 +122,8 @@ fn batch(
     let registry = session.orchestrator.registry();
     let mut tasks = Vec::new();
     let mut dirs = Vec::new();
-    for file in files {
+    let names = masp_run::name::result_names(files)?;
+    for (file, result_name) in files.iter().zip(&names) {
         let mut previous: Option<usize> = None;
         for stage in &stages {
             let spec = registry.get(&stage.model).with_context(|| {
@@ -148,11 +149,11 @@ fn batch(
                     TaskParams::Vad(p)
                 }
                 ModelKind::SpeakerEmbedding => TaskParams::Embed {
-                    output_dir: Some(dir.clone()),
+                    output: Some(ResultFiles::new(&dir, result_name)?),
                     windows: None,
                 },
                 ModelKind::Generic => TaskParams::Generic {
-                    output_dir: dir.clone(),
+                    output: ResultFiles::new(&dir, result_name)?,
                 },
             };
             tasks.push(BatchTask {
@@ -366,7 +367,7 @@ fn config_sha(session: &Session, task: &AudioTask) -> anyhow::Result<String> {
 fn strip_output_dirs(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
-            map.remove("output_dir");
+            map.remove("output");
             map.values_mut().for_each(strip_output_dirs);
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(strip_output_dirs),
@@ -389,14 +390,10 @@ fn pipeline_sha(session: &Session, args: &PipelineArgs) -> anyhow::Result<String
     crate::context::sha256_json(&serde_json::Value::Array(doc))
 }
 
-/// Persist a task's result as `<dir>/<stem>.json` (tensors are already in `dir`), atomically;
-/// returns every output file of the task.
+/// Persist a task's result as `<dir>/<result name>.json` (tensors are already in `dir`),
+/// atomically; returns every output file of the task.
 fn save(task: &AudioTask, dir: &Path, output: &TaskOutput) -> anyhow::Result<Vec<PathBuf>> {
-    let stem = task
-        .input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = masp_run::name::result_name(&task.input);
     let mut files = Vec::new();
     let doc = match output {
         TaskOutput::Segments(outcome) => {

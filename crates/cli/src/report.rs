@@ -279,7 +279,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Outcome> {
         .out
         .clone()
         .unwrap_or_else(|| args.dir.join("report.html"));
-    masp_orchestrator::journal::write_atomic(&out, html.as_bytes())
+    masp_run::journal::write_atomic(&out, html.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("masp report: {}", out.display());
     Ok(Outcome::AllSucceeded)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use masp_orchestrator::journal::{self, JOURNAL_FILE, TEMP_SUFFIX};
+use masp_run::journal::{self, JOURNAL_FILE, TEMP_SUFFIX};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use masp_audio::AudioInfo;
+use masp_models::vad::{SpeechSegment, VadOutcome, VadParams};
 use masp_orchestrator::AudioTask;
-use masp_orchestrator::adapter::{TaskOutput, TaskParams};
-use masp_orchestrator::vad::{SpeechSegment, VadOutcome, VadParams};
+use masp_orchestrator::task::{TaskOutput, TaskParams};
 use serde::{Deserialize, Serialize};
 
 use crate::diarize::{Job, RunDir, write_atomically};

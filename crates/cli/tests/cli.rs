@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use masp_testkit::results::{result_file, results_of};
+
 fn masp(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_masp"))
         .args(args)
@@ -305,12 +307,12 @@ fn run_writes_every_stage_and_a_report_and_a_bad_file_fails_alone() {
     assert!(stderr.contains("2 model load(s) (planned 2)"), "{stderr}");
     for stem in ["f0", "f1"] {
         let vad: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(p.join(format!("out/silero-vad/{stem}.json"))).unwrap(),
+            &std::fs::read(result_file(&p.join("out/silero-vad"), stem, "json")).unwrap(),
         )
         .unwrap();
         assert_eq!(vad["segments"].as_array().unwrap().len(), 6);
         let embed: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(p.join(format!("out/embed/{stem}.json"))).unwrap(),
+            &std::fs::read(result_file(&p.join("out/embed"), stem, "json")).unwrap(),
         )
         .unwrap();
         let e: Vec<f64> = embed["embedding"]
@@ -322,9 +324,9 @@ fn run_writes_every_stage_and_a_report_and_a_bad_file_fails_alone() {
         assert_eq!(e.len(), 256);
         let norm: f64 = e.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-3, "embedding norm {norm}");
-        assert!(p.join(format!("out/embed/{stem}.embeddings.npy")).is_file());
+        assert!(result_file(&p.join("out/embed"), stem, "embeddings.npy").is_file());
     }
-    assert!(!p.join("out/silero-vad/bad.json").exists());
+    assert!(results_of(&p.join("out/silero-vad"), "bad", "json").is_empty());
     for file in ["report.txt", "report.json", "timeline.svg", "run.json"] {
         assert!(p.join("report").join(file).is_file(), "{file} missing");
     }

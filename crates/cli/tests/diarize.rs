@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use masp_testkit::results::result_file;
+
 fn masp(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_masp"))
         .args(args)
@@ -193,10 +195,10 @@ fn embed_writes_one_normalised_embedding_per_segment_as_json_and_npy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let npy = std::fs::read(npy_dir.join("two_voices.embeddings.npy")).unwrap();
+    let npy = std::fs::read(result_file(&npy_dir, "two_voices", "embeddings.npy")).unwrap();
     assert_eq!(&npy[..6], b"\x93NUMPY");
     let ranges: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(npy_dir.join("two_voices.ranges.json")).unwrap(),
+        &std::fs::read_to_string(result_file(&npy_dir, "two_voices", "ranges.json")).unwrap(),
     )
     .unwrap();
     let n = ranges["ranges"].as_array().unwrap().len();
@@ -286,11 +288,11 @@ fn embed_and_vad_resume_with_identical_outputs() {
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let npy = |d: &Path| std::fs::read(d.join("two_voices.embeddings.npy")).unwrap();
+    let npy = |d: &Path| std::fs::read(result_file(d, "two_voices", "embeddings.npy")).unwrap();
     assert_eq!(npy(&out1), npy(&out2));
     assert!(npy(&out1).len() > 256 * 4);
     let ranges = |d: &Path| {
-        std::fs::read_to_string(d.join("two_voices.ranges.json"))
+        std::fs::read_to_string(result_file(d, "two_voices", "ranges.json"))
             .unwrap()
             .replace(d.to_str().unwrap(), "OUT")
     };

@@ -9,13 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use masp_budget::{Budget, BudgetConfig, Bytes, probe};
-use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::{Isolation, Registry};
-use masp_orchestrator::adapter::{TaskOutput, TaskParams};
-use masp_orchestrator::vad::VadParams;
+use masp_models::vad::VadParams;
+use masp_orchestrator::task::{ResultFiles, TaskOutput, TaskParams};
 use masp_orchestrator::worker::{WorkerConfig, WorkerFailure};
 use masp_orchestrator::{AudioTask, Error, OrchestratorConfig, RunEvent, SequentialOrchestrator};
-use masp_profiler::ProfilerHandle;
 use masp_testkit::fixtures::{self, AudioSpec};
 use masp_testkit::synthetic::{self, Layout, WeightsModel};
 
@@ -40,13 +38,13 @@ fn isolated(worker: WorkerConfig) -> OrchestratorConfig {
 }
 
 fn orchestrator(registry: Registry, config: OrchestratorConfig) -> SequentialOrchestrator {
-    SequentialOrchestrator::new(
-        registry,
+    SequentialOrchestrator::builder(
         Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(8))),
-        ProfilerHandle::disabled(),
-        CalibrationStore::in_memory(),
-        config,
+        registry,
+        masp_models::registry(),
     )
+    .with_config(config)
+    .build()
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -163,7 +161,9 @@ fn the_same_tasks_give_identical_outputs_in_both_modes() {
                     model: "speaker-embedder".into(),
                     input: input.clone(),
                     params: TaskParams::Embed {
-                        output_dir: Some(dir.path().join(isolation.as_str())),
+                        output: Some(
+                            ResultFiles::new(dir.path().join(isolation.as_str()), "input").unwrap(),
+                        ),
                         windows: Some(ranges.clone()),
                     },
                 })
@@ -229,7 +229,7 @@ fn a_model_over_its_cap_is_killed_by_the_cap_and_the_batch_goes_on() {
             model: "liar".into(),
             input: input.clone(),
             params: TaskParams::Generic {
-                output_dir: dir.path().join("out"),
+                output: ResultFiles::new(dir.path().join("out"), "input").unwrap(),
             },
         })
         .unwrap_err();

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod atomic;
 mod error;
 pub mod estimate;
 pub mod lean;

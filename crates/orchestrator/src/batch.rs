@@ -7,9 +7,9 @@
 
 use serde::Serialize;
 
-use crate::adapter::TaskOutput;
 use crate::orchestrator::{AudioTask, SequentialOrchestrator};
 use crate::plan::{self, ModelCost, ModelId, Plan, PlanTask, Policy, RejectReason, Step, TaskId};
+use crate::task::TaskOutput;
 use crate::{Error, Result};
 
 /// A task of a batch with its place in the batch's dependency graph.

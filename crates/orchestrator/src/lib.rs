@@ -1,26 +1,23 @@
 //! The sequential orchestrator: it loads ONNX models one at a time, runs audio through them, and
 //! unloads and cleans up between them.
 //!
-//! This is the only crate that talks to ONNX Runtime (through `ort`). [`runtime`] finds and
-//! initialises the runtime library; model adapters such as [`silero`] and [`embedder`] turn audio
-//! into model calls;
-//! [`vad`] turns speech probabilities into segments.
+//! With `masp-models` it is one of the two crates that talk to ONNX Runtime (through `ort`).
+//! [`runtime`] finds and initialises the runtime library; [`adapter`] is the trait a model kind
+//! implements (the implementations live in `masp-models`, like symphonia's codecs); [`task`] is
+//! the vocabulary of tasks and their outputs; [`plan`] and [`batch`] plan a batch so each model
+//! is loaded as few times as possible; [`worker`] runs a model in its own process.
 #![warn(missing_docs)]
 
 pub mod adapter;
 pub mod batch;
-pub mod diarize;
-pub mod embedder;
 mod error;
-pub mod journal;
-pub mod npy;
 pub mod orchestrator;
 pub mod plan;
-pub mod quantize;
 pub mod runtime;
-pub mod silero;
-pub mod vad;
+pub mod task;
 pub mod worker;
 
 pub use error::{Error, Result};
-pub use orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};
+pub use orchestrator::{
+    AudioTask, OrchestratorBuilder, OrchestratorConfig, RunEvent, SequentialOrchestrator,
+};

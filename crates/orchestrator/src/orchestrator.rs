@@ -20,8 +20,9 @@ use masp_model_registry::onnx::OnnxMetadata;
 use masp_profiler::{Event, ProfilerHandle};
 use serde::Serialize;
 
-use crate::adapter::{AdapterRegistry, ModelAdapter, TaskContext, TaskOutput, TaskParams};
+use crate::adapter::{AdapterRegistry, ModelAdapter, TaskContext};
 use crate::runtime::{FIRST_SESSION_ALLOWANCE, Runtime, SessionOptions};
+use crate::task::{TaskOutput, TaskParams};
 use crate::worker::protocol::LoadRequest;
 use crate::worker::{WorkerAdapter, WorkerConfig, WorkerFailure};
 use crate::{Error, Result};
@@ -286,6 +287,49 @@ pub struct Prepared {
     pub lean_pending: bool,
 }
 
+/// Builds a [`SequentialOrchestrator`]: [`SequentialOrchestrator::builder`], optional parts
+/// with `with_*`, then [`OrchestratorBuilder::build`].
+#[derive(Debug)]
+#[must_use]
+pub struct OrchestratorBuilder {
+    budget: Budget,
+    registry: Registry,
+    adapters: AdapterRegistry,
+    profiler: ProfilerHandle,
+    calibration: CalibrationStore,
+    config: OrchestratorConfig,
+}
+
+impl OrchestratorBuilder {
+    /// Mark load, task and unload phases on `profiler`. Default: none
+    /// ([`ProfilerHandle::disabled`]).
+    pub fn with_profiler(mut self, profiler: ProfilerHandle) -> Self {
+        self.profiler = profiler;
+        self
+    }
+
+    /// Learn estimates into `calibration` and use what it holds. Default: an in-memory store
+    /// that starts empty ([`CalibrationStore::in_memory`]), so estimates come from metadata.
+    pub fn with_calibration(mut self, calibration: CalibrationStore) -> Self {
+        self.calibration = calibration;
+        self
+    }
+
+    /// The configuration. Default: [`OrchestratorConfig::default`].
+    pub fn with_config(mut self, config: OrchestratorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The orchestrator, with ONNX Runtime initialised and the budget's baseline measured.
+    ///
+    /// # Errors
+    /// [`Error::RuntimeMissing`] / [`Error::RuntimeInit`] when ONNX Runtime is unavailable.
+    pub fn build(self) -> Result<SequentialOrchestrator> {
+        SequentialOrchestrator::from_builder(self)
+    }
+}
+
 /// Loads, runs and unloads models one at a time under a [`Budget`].
 pub struct SequentialOrchestrator {
     runtime: &'static Runtime,
@@ -324,29 +368,36 @@ fn rss() -> Bytes {
 }
 
 impl SequentialOrchestrator {
-    /// An orchestrator over `registry`'s models, admitting loads against `budget`, marking
-    /// phases on `profiler` (use [`ProfilerHandle::disabled`] for none), and learning estimates
-    /// into `calibration`.
-    ///
-    /// # Errors
-    /// [`Error::RuntimeMissing`] / [`Error::RuntimeInit`] when ONNX Runtime is unavailable.
-    pub fn new(
-        registry: Registry,
+    /// Start building an orchestrator over `registry`'s models, admitting loads against
+    /// `budget` and loading each model with the adapter `adapters` has for its kind
+    /// (`masp_models::registry()` has the ones masp ships). The profiler, the calibration store
+    /// and the configuration are optional ([`OrchestratorBuilder`]).
+    pub fn builder(
         budget: Budget,
-        profiler: ProfilerHandle,
-        calibration: CalibrationStore,
-        config: OrchestratorConfig,
-    ) -> Result<Self> {
+        registry: Registry,
+        adapters: AdapterRegistry,
+    ) -> OrchestratorBuilder {
+        OrchestratorBuilder {
+            budget,
+            registry,
+            adapters,
+            profiler: ProfilerHandle::disabled(),
+            calibration: CalibrationStore::in_memory(),
+            config: OrchestratorConfig::default(),
+        }
+    }
+
+    fn from_builder(b: OrchestratorBuilder) -> Result<Self> {
         let runtime = Runtime::get()?;
-        budget.measure_baseline();
+        b.budget.measure_baseline();
         Ok(Self {
             runtime,
-            registry,
-            adapters: AdapterRegistry::default(),
-            budget,
-            profiler,
-            calibration,
-            config,
+            registry: b.registry,
+            adapters: b.adapters,
+            budget: b.budget,
+            profiler: b.profiler,
+            calibration: b.calibration,
+            config: b.config,
             resident: Vec::new(),
             events: Vec::new(),
             sink: None,
@@ -362,12 +413,6 @@ impl SequentialOrchestrator {
     /// Send every event to `sink` as it happens.
     pub fn with_event_sink(mut self, sink: EventSink) -> Self {
         self.sink = Some(sink);
-        self
-    }
-
-    /// Replace the adapter registry (to add adapters for more model kinds).
-    pub fn with_adapters(mut self, adapters: AdapterRegistry) -> Self {
-        self.adapters = adapters;
         self
     }
 

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use masp_budget::{Budget, BudgetConfig, Bytes};
 use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::{ModelKind, Registry};
-use masp_orchestrator::adapter::{AdapterRegistry, TaskParams};
+use masp_models::vad::VadParams;
+use masp_orchestrator::adapter::AdapterRegistry;
 use masp_orchestrator::batch::BatchTask;
-use masp_orchestrator::vad::VadParams;
+use masp_orchestrator::task::TaskParams;
 use masp_orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};
 use masp_profiler::{Event, MemoryProfiler, ProfilerConfig, ProfilerHandle, Report};
 use serde::Serialize;
@@ -343,7 +344,7 @@ impl MinimalTestFramework {
     }
 
     /// `self` loading models through `adapters` (e.g. with an adapter for a model kind of
-    /// yours), as [`SequentialOrchestrator::with_adapters`].
+    /// yours); default: `masp_models::registry()`.
     #[must_use]
     pub fn with_adapters(mut self, adapters: AdapterRegistry) -> Self {
         self.adapters = Some(adapters);
@@ -396,18 +397,13 @@ impl MinimalTestFramework {
             record_events: record_events || self.orchestrator.record_events,
             ..self.orchestrator.clone()
         };
-        let orch = SequentialOrchestrator::new(
-            self.registry.clone(),
-            self.budget.clone(),
-            profiler,
-            calibration,
-            config,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(match &self.adapters {
-            Some(adapters) => orch.with_adapters(adapters.clone()),
-            None => orch,
-        })
+        let adapters = self.adapters.clone().unwrap_or_else(masp_models::registry);
+        SequentialOrchestrator::builder(self.budget.clone(), self.registry.clone(), adapters)
+            .with_profiler(profiler)
+            .with_calibration(calibration)
+            .with_config(config)
+            .build()
+            .map_err(|e| e.to_string())
     }
 
     /// Start the profiler, then an orchestrator that marks its phases on it (the profiler
@@ -626,7 +622,13 @@ impl MinimalTestFramework {
                 return self.finish(result);
             }
         };
-        let tasks = self.pipeline_tasks(pipeline, inputs, work.path());
+        let tasks = match self.pipeline_tasks(pipeline, inputs, work.path()) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                result.record("sequential execution", Err(e));
+                return self.finish(result);
+            }
+        };
         let models: BTreeSet<&str> = pipeline.iter().copied().collect();
 
         // Warm up every model once outside the profiled run (ONNX Runtime's per-process globals).
@@ -776,7 +778,12 @@ impl MinimalTestFramework {
         self.finish(result)
     }
 
-    fn pipeline_tasks(&self, pipeline: &[&str], inputs: &[PathBuf], work: &Path) -> Vec<BatchTask> {
+    fn pipeline_tasks(
+        &self,
+        pipeline: &[&str],
+        inputs: &[PathBuf],
+        work: &Path,
+    ) -> Result<Vec<BatchTask>, String> {
         let mut tasks = Vec::new();
         for input in inputs {
             let file = input.file_name().map_or_else(
@@ -788,11 +795,12 @@ impl MinimalTestFramework {
                 let params = match kind {
                     Some(ModelKind::Vad) => TaskParams::Vad(VadParams::default()),
                     Some(ModelKind::SpeakerEmbedding) => TaskParams::Embed {
-                        output_dir: None,
+                        output: None,
                         windows: None,
                     },
                     _ => TaskParams::Generic {
-                        output_dir: work.join(model),
+                        output: masp_run::name::result_files(&work.join(model), input)
+                            .map_err(|e| e.to_string())?,
                     },
                 };
                 let depends_on = if stage == 0 {
@@ -812,7 +820,7 @@ impl MinimalTestFramework {
                 });
             }
         }
-        tasks
+        Ok(tasks)
     }
 }
 

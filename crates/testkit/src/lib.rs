@@ -37,6 +37,7 @@ mod error;
 pub mod fixtures;
 mod framework;
 pub mod memory;
+pub mod results;
 pub mod synthetic;
 
 pub use error::{Error, Result};

@@ -18,7 +18,8 @@ use super::protocol::{
     read_frame,
 };
 use super::server::is_allocation_failure;
-use crate::adapter::{ModelAdapter, TaskContext, TaskOutput, TaskParams};
+use crate::adapter::{ModelAdapter, TaskContext};
+use crate::task::{TaskOutput, TaskParams};
 use crate::{Error, Result};
 
 /// How workers are started, capped, timed and retried.

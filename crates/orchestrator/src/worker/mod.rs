@@ -15,7 +15,7 @@ mod server;
 
 pub use client::{CapRule, WorkerAdapter, WorkerConfig, WorkerFailure, WorkerStatus};
 pub use protocol::FailureClass;
-pub use server::serve;
+pub use server::{ServeOutcome, serve};
 
 /// The worker program when none is configured: `MASP_WORKER_PROGRAM` if set, else this
 /// executable when it is `masp`, else `masp` from `PATH`.

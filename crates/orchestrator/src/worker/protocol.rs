@@ -23,12 +23,13 @@ use masp_audio::AudioInfo;
 use masp_budget::Bytes;
 use masp_model_registry::manifest::{GenericSpec, ModelKind};
 
-use crate::adapter::{RangeEmbedding, TaskOutput, TaskParams, WrittenTensor};
-use crate::embedder::{EMBEDDING_DIM, Embedding};
-use crate::vad::{SpeechSegment, VadOutcome, VadParams};
+use crate::task::{
+    EMBEDDING_DIM, Embedding, RangeEmbedding, ResultFiles, SpeechSegment, TaskOutput, TaskParams,
+    VadOutcome, VadParams, WrittenTensor,
+};
 
 /// The protocol version both sides must speak; bumped on any change to the layout.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The largest frame either side accepts: 256 MiB (a 10-hour file's per-window embeddings are
 /// ~45 MiB).
@@ -501,16 +502,13 @@ fn encode_params(e: &mut Encoder, params: &TaskParams) {
             e.u32(p.min_silence_at_max_speech_ms);
             e.bool(p.use_max_poss_sil_at_max_speech);
         }
-        TaskParams::Generic { output_dir } => {
+        TaskParams::Generic { output } => {
             e.u8(1);
-            e.path(output_dir);
+            encode_files(e, output);
         }
-        TaskParams::Embed {
-            output_dir,
-            windows,
-        } => {
+        TaskParams::Embed { output, windows } => {
             e.u8(2);
-            e.opt(output_dir.as_ref(), |e, p| e.path(p));
+            e.opt(output.as_ref(), encode_files);
             e.opt(windows.as_ref(), |e, w| {
                 e.u32(w.len() as u32);
                 for (start, end) in w {
@@ -535,10 +533,10 @@ fn decode_params(d: &mut Decoder<'_>) -> Result<TaskParams, ProtocolError> {
             use_max_poss_sil_at_max_speech: d.bool()?,
         }),
         1 => TaskParams::Generic {
-            output_dir: d.path()?,
+            output: decode_files(d)?,
         },
         2 => TaskParams::Embed {
-            output_dir: d.opt(Decoder::path)?,
+            output: d.opt(decode_files)?,
             windows: d.opt(|d| {
                 let n = d.count(16)?;
                 let mut w = Vec::with_capacity(n);
@@ -554,6 +552,18 @@ fn decode_params(d: &mut Decoder<'_>) -> Result<TaskParams, ProtocolError> {
         },
         _ => return Err(d.malformed("unknown task kind")),
     })
+}
+
+fn encode_files(e: &mut Encoder, files: &ResultFiles) {
+    e.path(files.dir());
+    e.str(files.name());
+}
+
+/// The name is checked as when it was made: a peer cannot name a file outside the directory.
+fn decode_files(d: &mut Decoder<'_>) -> Result<ResultFiles, ProtocolError> {
+    let dir = d.path()?;
+    let name = d.string()?;
+    ResultFiles::new(dir, &name).map_err(|e| d.malformed(&e.to_string()))
 }
 
 fn encode_tensor(e: &mut Encoder, t: &WrittenTensor) {
@@ -919,7 +929,7 @@ mod tests {
                 input: "/a/b.wav".into(),
                 chunk_samples: 1,
                 params: TaskParams::Embed {
-                    output_dir: Some("/out".into()),
+                    output: Some(ResultFiles::new("/out", "b-0123abcd").unwrap()),
                     windows: Some(vec![(0.0, 1.5), (2.0, 3.25)]),
                 },
             }),
@@ -927,7 +937,7 @@ mod tests {
                 input: "/a/b.wav".into(),
                 chunk_samples: 7,
                 params: TaskParams::Generic {
-                    output_dir: "/o".into(),
+                    output: ResultFiles::new("/o", "b-0123abcd").unwrap(),
                 },
             }),
             ToWorker::Exit,
@@ -1017,6 +1027,21 @@ mod tests {
     }
 
     #[test]
+    fn a_result_name_that_leaves_its_directory_is_refused() {
+        for name in ["../x", "a/b", ".hidden", "", "nul\0"] {
+            let mut e = Encoder { buf: Vec::new() };
+            e.u8(1);
+            e.path(std::path::Path::new("/out"));
+            e.str(name);
+            let mut d = Decoder::new(&e.buf);
+            assert!(
+                matches!(decode_params(&mut d), Err(ProtocolError::Malformed { .. })),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
     fn malformed_frames_are_typed_errors() {
         let mut good = Vec::new();
         load().write(&mut good).unwrap();
@@ -1095,7 +1120,7 @@ mod tests {
                 input: "/a.wav".into(),
                 chunk_samples: 1,
                 params: TaskParams::Embed {
-                    output_dir: None,
+                    output: None,
                     windows: Some(vec![(start, end)]),
                 },
             });

@@ -57,14 +57,26 @@ fn classify(error: &Error, loading: bool) -> FailureClass {
     }
 }
 
-/// Serve the orchestrator on stdin/stdout until it says exit or goes away. Returns the process
-/// exit code: 0 after a clean exit, 2 after a protocol error.
-pub fn serve() -> i32 {
+/// How [`serve`] ended; the binary that called it turns this into its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServeOutcome {
+    /// The orchestrator said exit, or closed the pipe between requests.
+    Finished,
+    /// The pipe broke mid-message, or a frame could not be understood; the reason went to
+    /// stderr (and, where the pipe still works, to the orchestrator).
+    ProtocolError,
+}
+
+/// Serve the orchestrator on stdin/stdout until it says exit or goes away, loading models
+/// with `adapters` (pass the same registry the orchestrator was built with, so a downstream
+/// crate's own adapters run under process isolation too).
+pub fn serve(adapters: &AdapterRegistry) -> ServeOutcome {
     let out = match protocol_output() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("masp worker: cannot set up the protocol pipe: {e}");
-            return 2;
+            return ServeOutcome::ProtocolError;
         }
     };
     let mut out = BufWriter::new(out);
@@ -78,7 +90,7 @@ pub fn serve() -> i32 {
         },
         &mut out,
     ) {
-        return 2;
+        return ServeOutcome::ProtocolError;
     }
     let mut adapter: Option<Box<dyn ModelAdapter>> = None;
     loop {
@@ -86,15 +98,15 @@ pub fn serve() -> i32 {
             f.map(|(tag, body)| ToWorker::decode(tag, &body))
                 .transpose()
         }) {
-            Ok(None) | Ok(Some(ToWorker::Exit)) => return 0,
+            Ok(None) | Ok(Some(ToWorker::Exit)) => return ServeOutcome::Finished,
             Ok(Some(r)) => r,
             Err(e) => {
                 fail_protocol(&mut out, &e);
-                return 2;
+                return ServeOutcome::ProtocolError;
             }
         };
         let reply = match request {
-            ToWorker::Load(load) if adapter.is_none() => match load_model(&load) {
+            ToWorker::Load(load) if adapter.is_none() => match load_model(adapters, &load) {
                 Ok((loaded, report)) => {
                     adapter = Some(loaded);
                     FromWorker::Loaded(report)
@@ -106,20 +118,20 @@ pub fn serve() -> i32 {
             },
             ToWorker::Load(_) => {
                 fail_protocol(&mut out, &"a second load request");
-                return 2;
+                return ServeOutcome::ProtocolError;
             }
             ToWorker::Run(run) => match adapter.as_mut() {
                 Some(model) => run_task(model.as_mut(), &run, &mut out),
                 None => {
                     fail_protocol(&mut out, &"a task before any model was loaded");
-                    return 2;
+                    return ServeOutcome::ProtocolError;
                 }
             },
             // `Exit` returned above; the enum is non-exhaustive.
-            _ => return 0,
+            _ => return ServeOutcome::Finished,
         };
         if !send(reply, &mut out) {
-            return 2;
+            return ServeOutcome::ProtocolError;
         }
     }
 }
@@ -138,7 +150,10 @@ fn rss() -> Bytes {
     probe::process_rss().unwrap_or_default()
 }
 
-fn load_model(load: &LoadRequest) -> Result<(Box<dyn ModelAdapter>, LoadReport), Error> {
+fn load_model(
+    adapters: &AdapterRegistry,
+    load: &LoadRequest,
+) -> Result<(Box<dyn ModelAdapter>, LoadReport), Error> {
     let runtime = Runtime::get()?;
     let spec = ModelSpec {
         name: load.name.clone(),
@@ -160,7 +175,7 @@ fn load_model(load: &LoadRequest) -> Result<(Box<dyn ModelAdapter>, LoadReport),
     probe::reset_peak_rss();
     let rss_before = rss();
     let started = Instant::now();
-    let adapter = AdapterRegistry::default().load(runtime, &spec, &load.path, options)?;
+    let adapter = adapters.load(runtime, &spec, &load.path, options)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let rss_after = rss();
     let peak = probe::process_peak_rss()

@@ -1,0 +1,124 @@
+//! A streaming `.npy` writer for float32 arrays: rows are appended as they are produced and the
+//! header (whose shape is only known at the end) is rewritten in place when the file is closed.
+//! The file is written under a temporary name and renamed when finished, so a `.npy` that
+//! exists is complete (see [`crate::journal`]).
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Header bytes reserved up front; enough for any realistic shape.
+const HEADER_LEN: usize = 256;
+
+/// Appends rows of a fixed shape to a `.npy` file (little-endian float32, C order).
+#[derive(Debug)]
+pub struct NpyWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    row_shape: Vec<usize>,
+    n_rows: usize,
+}
+
+impl NpyWriter {
+    /// Create `path`; every row will have `row_shape`.
+    ///
+    /// # Errors
+    /// I/O errors creating the file.
+    pub fn create(path: &Path, row_shape: &[usize]) -> std::io::Result<Self> {
+        let mut out = BufWriter::new(File::create(masp_model_registry::atomic::temporary_path(
+            path,
+        ))?);
+        out.write_all(&header(0, row_shape))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out,
+            row_shape: row_shape.to_vec(),
+            n_rows: 0,
+        })
+    }
+
+    /// The shape every row must have.
+    pub fn row_shape(&self) -> &[usize] {
+        &self.row_shape
+    }
+
+    /// Append one row.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `values` has the wrong length; I/O errors.
+    pub fn push_row(&mut self, values: &[f32]) -> std::io::Result<()> {
+        let expected: usize = self.row_shape.iter().product();
+        if values.len() != expected {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("row of {} values, expected {expected}", values.len()),
+            ));
+        }
+        for v in values {
+            self.out.write_all(&v.to_le_bytes())?;
+        }
+        self.n_rows += 1;
+        Ok(())
+    }
+
+    /// Write the final header and flush; returns the path and the full shape.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn finish(mut self) -> std::io::Result<(PathBuf, Vec<usize>)> {
+        self.out.flush()?;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&header(self.n_rows, &self.row_shape))?;
+        file.sync_all()?;
+        std::fs::rename(
+            masp_model_registry::atomic::temporary_path(&self.path),
+            &self.path,
+        )?;
+        let mut shape = vec![self.n_rows];
+        shape.extend_from_slice(&self.row_shape);
+        Ok((self.path, shape))
+    }
+}
+
+/// A version 1.0 header padded with spaces to exactly [`HEADER_LEN`] bytes.
+fn header(n_rows: usize, row_shape: &[usize]) -> Vec<u8> {
+    let mut dims = vec![n_rows.to_string()];
+    dims.extend(row_shape.iter().map(usize::to_string));
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    let body_len = HEADER_LEN - 10;
+    out.extend_from_slice(&(body_len as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(HEADER_LEN - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_aligned_and_shape_is_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let mut w = NpyWriter::create(&path, &[2, 3]).unwrap();
+        w.push_row(&[1.0; 6]).unwrap();
+        w.push_row(&[2.0; 6]).unwrap();
+        assert!(w.push_row(&[0.0; 5]).is_err());
+        let (_, shape) = w.finish().unwrap();
+        assert_eq!(shape, vec![2, 2, 3]);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + 12 * 4);
+        let text = String::from_utf8_lossy(&bytes[10..HEADER_LEN]);
+        assert!(text.contains("'shape': (2, 2, 3)"), "{text}");
+        assert_eq!(HEADER_LEN % 64, 0);
+        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 4], &1.0f32.to_le_bytes());
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors of durable runs.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while running, resuming or merging a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A parameter is out of range; found before any work was done.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParameter {
+        /// Parameter name as the user knows it.
+        name: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A result, record or journal line could not be written or read back.
+    #[error("{}: {reason}", path.display())]
+    Output {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A file the run depends on (pipeline file, shard manifest, record) is malformed.
+    #[error("{}: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Loading, planning or running a model failed.
+    #[error(transparent)]
+    Orchestrator(#[from] masp_orchestrator::Error),
+}
+
+impl Error {
+    /// An [`Error::Output`] for an I/O error on `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
+        Error::Output {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    }
+}

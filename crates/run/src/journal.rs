@@ -1,0 +1,254 @@
+//! The run journal: what a batch has finished, so a stopped batch resumes without losing or
+//! redoing finished work.
+//!
+//! A run directory holds the outputs and `journal.jsonl`. A task's outputs are written to
+//! temporary names, synced and renamed ([`write_atomic`]); only then is its journal line
+//! appended and synced ([`Journal::record`]). So after a crash at any point:
+//! - a task with a journal line has all its outputs, complete;
+//! - a task without one is redone (its outputs, if renamed already, are overwritten with the
+//!   same content);
+//! - temporary files are leftovers and are removed ([`remove_temporaries`]).
+//!
+//! Each line carries the content hash of the task's input and of its configuration; a changed
+//! input or configuration does not match and the task is redone. A torn last line (the crash
+//! hit the append) is ignored.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The journal's file name inside a run directory.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+pub use masp_model_registry::atomic::{TEMP_SUFFIX, temporary_path, write_atomic};
+
+/// One finished task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The task's identity: stage and input path.
+    pub task: String,
+    /// sha256 of the input file's content.
+    pub input_sha256: String,
+    /// sha256 of the stage's configuration (model, model file hash, parameters).
+    pub config_sha256: String,
+    /// The task's outputs, relative to the run directory.
+    pub outputs: Vec<PathBuf>,
+}
+
+/// The journal of one run directory.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    file: File,
+    done: HashMap<String, Entry>,
+}
+
+fn io_err(path: &Path, e: &std::io::Error) -> Error {
+    Error::io(path, e)
+}
+
+impl Journal {
+    /// Open (or create) the journal of `run_dir`, replaying what it records.
+    ///
+    /// # Errors
+    /// [`Error::Output`] when the directory or journal cannot be created or read.
+    pub fn open(run_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, &e))?;
+        let path = run_dir.join(JOURNAL_FILE);
+        let mut done = HashMap::new();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&path, &e)),
+        };
+        // Only newline-terminated lines were fully appended. Cut a torn tail off, or the next
+        // append would glue onto it and spoil both lines.
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for line in bytes[..complete].split(|&b| b == b'\n') {
+            if let Ok(entry) = serde_json::from_slice::<Entry>(line) {
+                done.insert(entry.task.clone(), entry);
+            }
+        }
+        if complete < bytes.len() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_err(&path, &e))?;
+            file.set_len(complete as u64)
+                .map_err(|e| io_err(&path, &e))?;
+            file.sync_all().map_err(|e| io_err(&path, &e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, &e))?;
+        Ok(Self {
+            dir: run_dir.to_path_buf(),
+            file,
+            done,
+        })
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether `task` finished with this input and configuration and its outputs are all there.
+    pub fn is_done(&self, task: &str, input_sha256: &str, config_sha256: &str) -> bool {
+        self.done.get(task).is_some_and(|e| {
+            e.input_sha256 == input_sha256
+                && e.config_sha256 == config_sha256
+                && e.outputs.iter().all(|o| self.dir.join(o).is_file())
+        })
+    }
+
+    /// Tasks recorded as finished.
+    pub fn n_done(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Record a finished task: append its line and sync it to disk. Call after its outputs are
+    /// renamed into place.
+    ///
+    /// # Errors
+    /// [`Error::Output`] when the journal cannot be written (e.g. the disk is full); the task
+    /// then counts as not finished and is redone on resume.
+    pub fn record(&mut self, entry: Entry) -> Result<()> {
+        let path = self.dir.join(JOURNAL_FILE);
+        let mut line = serde_json::to_vec(&entry).map_err(|e| Error::Output {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|e| io_err(&path, &e))?;
+        self.file.sync_data().map_err(|e| io_err(&path, &e))?;
+        self.done.insert(entry.task.clone(), entry);
+        Ok(())
+    }
+}
+
+/// Remove leftover temporary files under `dir` (recursively); returns how many.
+pub fn remove_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            n += remove_temporaries(&path);
+        } else if path.to_string_lossy().ends_with(TEMP_SUFFIX)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(task: &str, input: &str, outputs: &[&str]) -> Entry {
+        Entry {
+            task: task.into(),
+            input_sha256: input.into(),
+            config_sha256: "c".into(),
+            outputs: outputs.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn replay_skips_done_tasks_and_notices_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(&dir.path().join("a.json"), b"{}").unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.record(entry("vad a.wav", "h1", &["a.json"])).unwrap();
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.is_done("vad a.wav", "h1", "c"));
+        assert!(!j.is_done("vad a.wav", "h2", "c"), "changed input");
+        assert!(
+            !j.is_done("vad a.wav", "h1", "other"),
+            "changed configuration"
+        );
+        std::fs::remove_file(dir.path().join("a.json")).unwrap();
+        assert!(!j.is_done("vad a.wav", "h1", "c"), "missing output");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_not_a_finished_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.record(entry("t1", "h", &[])).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        f.write_all(br#"{"task":"t2","input_sha256":"h","conf"#)
+            .unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.is_done("t1", "h", "c"));
+        assert!(!j.is_done("t2", "h", "c"));
+        assert_eq!(j.n_done(), 1);
+    }
+
+    #[test]
+    fn temporaries_are_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("stage")).unwrap();
+        let final_path = dir.path().join("stage/x.npy");
+        std::fs::write(temporary_path(&final_path), b"partial").unwrap();
+        write_atomic(&dir.path().join("stage/y.json"), b"{}").unwrap();
+        assert_eq!(remove_temporaries(dir.path()), 1);
+        assert!(dir.path().join("stage/y.json").is_file());
+    }
+
+    proptest! {
+        /// Replaying a journal cut at any byte gives exactly the entries whose lines were
+        /// complete, in any order of appends, with the last record of a task winning.
+        #[test]
+        fn replay_of_a_journal_cut_anywhere(tasks in proptest::collection::vec((0u8..5, 0u8..3), 1..20), cut_frac in 0.0f64..=1.0) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut j = Journal::open(dir.path()).unwrap();
+            for (t, h) in &tasks {
+                j.record(entry(&format!("t{t}"), &format!("h{h}"), &[])).unwrap();
+            }
+            drop(j);
+            let path = dir.path().join(JOURNAL_FILE);
+            let bytes = std::fs::read(&path).unwrap();
+            let cut = (bytes.len() as f64 * cut_frac) as usize;
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            // The expected state: newline-terminated lines only, later lines overriding earlier.
+            let mut expected: HashMap<String, String> = HashMap::new();
+            let mut offset = 0;
+            for (t, h) in &tasks {
+                let len = serde_json::to_vec(&entry(&format!("t{t}"), &format!("h{h}"), &[])).unwrap().len() + 1;
+                if offset + len <= cut {
+                    expected.insert(format!("t{t}"), format!("h{h}"));
+                }
+                offset += len;
+            }
+            let mut j = Journal::open(dir.path()).unwrap();
+            prop_assert_eq!(j.n_done(), expected.len());
+            for (t, h) in &expected {
+                prop_assert!(j.is_done(t, h, "c"));
+            }
+            // Appending after a cut keeps every line readable.
+            j.record(entry("after", "h", &[])).unwrap();
+            drop(j);
+            let j = Journal::open(dir.path()).unwrap();
+            prop_assert!(j.is_done("after", "h", "c"));
+            prop_assert_eq!(j.n_done(), expected.len() + usize::from(!expected.contains_key("after")));
+        }
+    }
+}
