@@ -105,20 +105,22 @@ mod buffer;
 mod delta;
 mod error;
 mod event;
+mod profile;
 mod profiler;
 mod report;
 mod svg;
 mod text;
+mod write;
 
 pub use buffer::{Bucket, SampleBuffer};
 pub use delta::ByteDelta;
 pub use error::{ConfigError, Error, Result};
 pub use event::{Event, Mark};
-pub use profiler::{
-    MemoryProfiler, PeakSample, Profile, ProfilerConfig, ProfilerHandle, WatchAlert,
-};
+pub use profile::{PeakSample, Profile};
+pub use profiler::{MemoryProfiler, ProfilerConfig, ProfilerHandle, WatchAlert};
 pub use report::{
     CleanupSummary, Cycle, LeakSummary, LeakVerdict, ModelSummary, PeakSummary, Phase, PhaseKind,
-    Report, ReportPaths, SCHEMA_VERSION, SamplerStats, Trend, generate_report,
+    Report, SCHEMA_VERSION, SamplerStats, Trend, generate_report,
 };
 pub use svg::xml_escape;
+pub use write::ReportPaths;

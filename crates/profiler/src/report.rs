@@ -1,7 +1,6 @@
 //! The report: phases, cycles, trend and leak analysis computed from a `Profile`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use masp_budget::Bytes;
 use serde::{Deserialize, Serialize};
@@ -10,7 +9,7 @@ use crate::buffer::Bucket;
 use crate::delta::ByteDelta;
 use crate::error::{Error, Result};
 use crate::event::{Event, Mark};
-use crate::profiler::{PeakSample, Profile};
+use crate::profile::{PeakSample, Profile};
 
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -255,17 +254,6 @@ pub struct ModelSummary {
     pub leak: LeakSummary,
 }
 
-/// Paths written by [`Report::write_all`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportPaths {
-    /// `report.txt`: the text report.
-    pub text: PathBuf,
-    /// `report.json`: the JSON report.
-    pub json: PathBuf,
-    /// `timeline.svg`: the timeline picture.
-    pub svg: PathBuf,
-}
-
 impl Report {
     /// The report as pretty-printed JSON (schema in the crate docs).
     ///
@@ -284,53 +272,23 @@ impl Report {
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).map_err(|source| Error::Json { source })
     }
+}
 
-    /// The timeline as a standalone SVG document.
+// Here rather than beside `Profile` so that `profile` need not import the analysis.
+impl Profile {
+    /// The report of this run; same as [`generate_report`].
     ///
     /// # Examples
     ///
     /// ```
-    /// # let report = masp_profiler::MemoryProfiler::start(Default::default())?.stop().report();
-    /// assert!(report.to_svg().starts_with("<svg"));
+    /// # let profile = masp_profiler::MemoryProfiler::start(Default::default())?.stop();
+    /// let report = profile.report();
+    /// assert_eq!(report.n_samples, profile.n_samples);
     /// # Ok::<(), masp_profiler::Error>(())
     /// ```
     #[must_use]
-    pub fn to_svg(&self) -> String {
-        crate::svg::render(self)
-    }
-
-    /// Writes `report.txt`, `report.json` and `timeline.svg` into `dir` (created if missing).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WriteReport`] naming the path that could not be created or written;
-    /// [`Error::Json`] if encoding fails.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let report = masp_profiler::MemoryProfiler::start(Default::default())?.stop().report();
-    /// let dir = std::env::temp_dir().join(format!("masp-doc-{}", std::process::id()));
-    /// let paths = report.write_all(&dir)?;
-    /// assert!(paths.svg.exists());
-    /// # std::fs::remove_dir_all(&dir).unwrap();
-    /// # Ok::<(), masp_profiler::Error>(())
-    /// ```
-    pub fn write_all(&self, dir: &Path) -> Result<ReportPaths> {
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::WriteReport { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let paths = ReportPaths {
-            text: dir.join("report.txt"),
-            json: dir.join("report.json"),
-            svg: dir.join("timeline.svg"),
-        };
-        std::fs::write(&paths.text, self.to_string()).map_err(io_err(&paths.text))?;
-        std::fs::write(&paths.json, self.to_json()? + "\n").map_err(io_err(&paths.json))?;
-        std::fs::write(&paths.svg, self.to_svg()).map_err(io_err(&paths.svg))?;
-        Ok(paths)
+    pub fn report(&self) -> Report {
+        generate_report(self)
     }
 }
 

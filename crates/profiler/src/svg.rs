@@ -133,8 +133,25 @@ fn phase_color(kind: PhaseKind) -> Option<&'static str> {
     }
 }
 
+// Here rather than in `report`, so that the analysis does not depend on its picture.
+impl Report {
+    /// The timeline as a standalone SVG document.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let report = masp_profiler::MemoryProfiler::start(Default::default())?.stop().report();
+    /// assert!(report.to_svg().starts_with("<svg"));
+    /// # Ok::<(), masp_profiler::Error>(())
+    /// ```
+    #[must_use]
+    pub fn to_svg(&self) -> String {
+        render(self)
+    }
+}
+
 /// Renders the report's timeline as an SVG document.
-pub(crate) fn render(report: &Report) -> String {
+fn render(report: &Report) -> String {
     let mut svg = String::with_capacity(64 * 1024);
     // Writing to a String cannot fail; `let _` keeps the code free of unwraps.
     let _ = write_svg(&mut svg, report);
@@ -541,7 +558,7 @@ mod tests {
             event,
         })
         .collect();
-        crate::Profile {
+        crate::profile::Profile {
             interval_ms: 10.0,
             duration_s: 8.0,
             budget_limit: Some(budget),

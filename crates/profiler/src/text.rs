@@ -3,7 +3,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::delta::fmt_rate;
-use crate::report::Report;
+use crate::report::{LeakVerdict, Phase, PhaseKind, Report};
 
 /// Longer tables are cut here; report.json has every row.
 const MAX_ROWS: usize = 200;
@@ -78,7 +78,7 @@ impl fmt::Display for Report {
         )?;
         // The fitted figure adds information only when the verdict does not already state it.
         let fit = match (self.leak.verdict, self.leak.growth_per_cycle) {
-            (crate::LeakVerdict::NoLeak, Some(g)) => {
+            (LeakVerdict::NoLeak, Some(g)) => {
                 format!(" (fit {g} per cycle, tolerance {})", self.leak.tolerance)
             }
             _ => String::new(),
@@ -128,14 +128,14 @@ impl fmt::Display for Report {
         // Idle gaps shorter than one sampling interval (mark right after mark) are noise here;
         // report.json keeps them.
         let min_idle_s = self.interval_ms / 1e3;
-        let shown: Vec<&crate::Phase> = self
+        let shown: Vec<&Phase> = self
             .phases
             .iter()
-            .filter(|p| p.kind != crate::PhaseKind::Idle || p.end_s - p.start_s >= min_idle_s)
+            .filter(|p| p.kind != PhaseKind::Idle || p.end_s - p.start_s >= min_idle_s)
             .collect();
         for p in shown.iter().take(MAX_ROWS) {
             let label = match (&p.model, p.kind) {
-                (Some(model), crate::PhaseKind::Task | crate::PhaseKind::Idle) => {
+                (Some(model), PhaseKind::Task | PhaseKind::Idle) => {
                     format!("{} [{model}]", p.label)
                 }
                 _ => p.label.clone(),

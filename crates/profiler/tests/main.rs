@@ -5,6 +5,7 @@
 
 mod buffer;
 mod leaks;
+mod module_graph;
 mod outputs;
 mod watch;
 

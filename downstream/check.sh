@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds and tests every project under downstream/ (each outside the masp workspace, using our
+# crates by path as a user would), plus each project's own dependency checks.
+#
+# Needs the asset cache (`cargo xtask setup`): the model comes from GUARD_ONNX_MODEL, else
+# $MASP_HOME (default ~/.cache/masp). Set CARGO_TARGET_DIR to share one build directory.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+masp_home="${MASP_HOME:-$HOME/.cache/masp}"
+model="${GUARD_ONNX_MODEL:-$masp_home/models/silero-vad-6.2.3/silero_vad_16k_sequence.onnx}"
+if [[ ! -f "$model" ]]; then
+    echo "check.sh: model $model is missing: run \`cargo xtask setup\` in the masp workspace" \
+        "(or set GUARD_ONNX_MODEL / MASP_HOME)" >&2
+    exit 1
+fi
+export GUARD_ONNX_MODEL="$model"
+
+n=0
+for manifest in "$here"/*/Cargo.toml; do
+    [[ -f "$manifest" ]] || continue
+    dir="$(dirname "$manifest")"
+    name="$(basename "$dir")"
+    echo "== downstream/$name"
+    # --locked: each project's Cargo.lock pins what a user would build (tract's version too).
+    (cd "$dir" && cargo build --locked && cargo test --locked)
+    case "$name" in
+        guard-onnx)
+            # The point of this project: ONNX models without ONNX Runtime, so no `ort` (nor
+            # `ort-sys`) anywhere in its tree, dev and build dependencies included.
+            tree="$(cd "$dir" && cargo tree --locked -e normal,dev,build)"
+            if grep -nE '^.*\bort\b' <<<"$tree"; then
+                echo "check.sh: downstream/$name depends on ONNX Runtime (lines above)" >&2
+                exit 1
+            fi
+            ;;
+    esac
+    n=$((n + 1))
+done
+if [[ $n -eq 0 ]]; then
+    echo "check.sh: no project with a Cargo.toml under $here" >&2
+    exit 1
+fi
+echo "check.sh: $n downstream project(s) built, tested and checked"
