@@ -417,13 +417,14 @@ mod tests {
             (7, Source::Flag("--threads"))
         );
 
-        let fmt: crate::output::Format =
-            s.format("vad", None, crate::output::Format::Json).unwrap();
-        assert_eq!(fmt, crate::output::Format::Rttm);
+        let fmt: masp_run::format::SegmentFormat = s
+            .format("vad", None, masp_run::format::SegmentFormat::Json)
+            .unwrap();
+        assert_eq!(fmt, masp_run::format::SegmentFormat::Rttm);
         std::fs::write(&file, "[defaults]\nformat = \"npy\"\n").unwrap();
         let s = Settings::resolve_with_env(&common(&["--config", f]), &no_env).unwrap();
         let err = s
-            .format("vad", None, crate::output::Format::Json)
+            .format("vad", None, masp_run::format::SegmentFormat::Json)
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a format of masp vad"), "{err}");

@@ -73,13 +73,7 @@ pub fn run_dir_for(
 
 /// `in-process` or `process`.
 pub fn parse_isolation(text: &str) -> Result<Isolation, String> {
-    match text {
-        "in-process" => Ok(Isolation::InProcess),
-        "process" => Ok(Isolation::Process),
-        other => Err(format!(
-            "unknown isolation {other:?}: use in-process or process"
-        )),
-    }
+    text.parse()
 }
 
 /// A running session of masp: orchestrator plus, when asked, the profiler.
@@ -209,23 +203,6 @@ impl Session {
         write_run_json(&dir, &self.orchestrator)?;
         Ok(Some(dir))
     }
-}
-
-/// What identifies a model's results: its pinned or declared sha256, else its file's.
-pub fn model_identity(session: &Session, model: &str) -> String {
-    let spec = session.orchestrator.registry().get(model);
-    spec.and_then(|s| s.sha256.clone()).unwrap_or_else(|| {
-        spec.and_then(|s| s.path().ok())
-            .and_then(|p| masp_model_registry::assets::sha256_file(&p).ok())
-            .unwrap_or_default()
-    })
-}
-
-/// The sha256 of a JSON document (a stage's configuration), hex.
-pub fn sha256_json(doc: &serde_json::Value) -> anyhow::Result<String> {
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        serde_json::to_vec(doc)?,
-    )))
 }
 
 fn write_run_json(dir: &Path, orch: &SequentialOrchestrator) -> anyhow::Result<()> {

@@ -1,31 +1,22 @@
 //! `masp embed`: one L2-normalised speaker embedding per speech segment (or per window over the
-//! speech), as JSON or `.npy` — VAD batch, then embedding batch, as `masp diarize` runs them.
+//! speech), as JSON or `.npy` — `masp-run`'s VAD and embedding stages, as `masp diarize` runs
+//! them.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use masp_models::embedder::EMBEDDING_DIM;
-use masp_models::npy::NpyWriter;
 use masp_orchestrator::task::RangeEmbedding;
-use masp_run::diarize;
+use masp_run::format::embeddings::{self, EmbeddingFormat};
+use masp_run::job::{Job, failed_inputs};
+use masp_run::stages::{self, Ranges, StageKeys};
 
 use crate::Outcome;
 use crate::context::{Common, Session};
-use crate::diarize::{Job, RunDir, StageArgs, StageKeys, embed_stage, vad_stage, write_atomically};
-
-/// Output formats of `masp embed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EmbedFormat {
-    /// JSON: per file its path and `ranges` (`start_s`, `end_s`, 256-value `embedding`); to
-    /// stdout as one array, or `<out>/<stem>.embeddings.json` with `--out`.
-    Json,
-    /// `<out>/<stem>.embeddings.npy` (float32, `[n_ranges, 256]`) and `<out>/<stem>.ranges.json`
-    /// (the rows' `[start_s, end_s]`). Needs `--out`.
-    Npy,
-}
+use crate::diarize::{StageArgs, open_run_dir, report_run_dir, shard_jobs};
+use crate::progress::Shown;
 
 /// Flags of `masp embed`.
 #[derive(Debug, Args)]
@@ -41,8 +32,8 @@ pub struct EmbedArgs {
     #[arg(long)]
     per_window: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = EmbedFormat::Json)]
-    format: EmbedFormat,
+    #[arg(long, value_enum, default_value_t = EmbeddingFormat::Json)]
+    format: EmbeddingFormat,
     /// Write one file per input into DIR (required for npy; JSON goes to stdout without it).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -59,39 +50,36 @@ pub struct EmbedArgs {
     files: Vec<PathBuf>,
 }
 
-fn ranges_json(job: &Job, embeddings: &[RangeEmbedding]) -> serde_json::Value {
-    serde_json::json!({ "path": job.path, "ranges": embeddings })
-}
-
 pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
-    if args.format == EmbedFormat::Npy && args.out.is_none() {
+    if args.format == EmbeddingFormat::Npy && args.out.is_none() {
         anyhow::bail!("--format npy writes files: give a directory with --out");
     }
-    let windows = args.stages.windows();
-    windows.validate()?;
+    let stages = args.stages.stages()?;
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
     let started = Instant::now();
     let shard = args.common.shard.resolve()?;
     let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/embed", shard);
-    let mut run = RunDir::open(&run_dir)?;
+    let mut run = open_run_dir(&run_dir)?;
     let mut session = Session::start(&args.common)?;
     let ranges = if args.per_window {
-        serde_json::json!({"speech_windows": {"window_s": windows.window_s, "hop_s": windows.hop_s}})
+        Ranges::Windows
     } else {
-        serde_json::json!("segments")
+        Ranges::Segments
     };
-    let keys = StageKeys::new(&session, &args.stages, ranges)?;
-    let (shard_run, mut jobs) =
-        crate::diarize::shard_jobs("embed", &run_dir, &keys, shard, &args.files)?;
-    vad_stage(
-        &mut session,
+    let keys = StageKeys::new(session.orchestrator.registry(), &stages, ranges);
+    let (shard_run, mut jobs) = shard_jobs("embed", &run_dir, &keys, shard, &args.files)?;
+    let mut shown = Shown::new(&session.progress);
+    stages::vad_stage(
+        &mut session.orchestrator,
         &mut jobs,
         &mut run,
-        &args.stages.vad_model,
+        &stages.vad_model,
         &keys.vad,
-    )?;
+        &mut shown,
+    )
+    .context("the VAD batch")?;
 
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
@@ -100,63 +88,42 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         writeln!(stdout, "[")?;
     }
     let mut n_written = 0usize;
-    let per_window = args.per_window;
-    let windows_of = |segments: &[(f64, f64)]| -> anyhow::Result<Vec<(f64, f64)>> {
-        if per_window {
-            Ok(diarize::speech_windows(segments, &windows)?)
-        } else {
-            Ok(segments.to_vec())
-        }
-    };
-    let mut on_result = |job: &Job, embeddings: Vec<RangeEmbedding>| -> anyhow::Result<()> {
-        match (&args.out, args.format) {
-            (None, _) => {
+    let mut on_result = |job: &Job, ranges: Vec<RangeEmbedding>| -> masp_run::Result<()> {
+        match &args.out {
+            None => {
                 let sep = if n_written == 0 { "" } else { ",\n" };
-                let text = serde_json::to_string_pretty(&ranges_json(job, &embeddings))?;
-                write!(stdout, "{sep}{text}").context("writing to stdout")?;
-                stdout.flush().context("writing to stdout")?;
+                let doc = embeddings::ranges_json(&job.path, &ranges);
+                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                write!(stdout, "{sep}{text}")
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| masp_run::Error::io("stdout", &e))?;
             }
-            (Some(out), EmbedFormat::Json) => {
-                let path = out.join(format!("{}.embeddings.json", stem(&job.path)));
-                write_atomically(
-                    &path,
-                    &serde_json::to_vec_pretty(&ranges_json(job, &embeddings))?,
-                )?;
-            }
-            (Some(out), EmbedFormat::Npy) => {
-                // No speech: no .npy; an empty ranges file says so.
-                let npy = if embeddings.is_empty() {
-                    None
-                } else {
-                    Some(write_npy(out, &job.path, &embeddings)?)
-                };
-                let ranges_path = out.join(format!("{}.ranges.json", stem(&job.path)));
-                let ranges: Vec<(f64, f64)> =
-                    embeddings.iter().map(|e| (e.start_s, e.end_s)).collect();
-                let doc = serde_json::json!({"path": job.path, "npy": npy, "ranges": ranges});
-                write_atomically(&ranges_path, &serde_json::to_vec_pretty(&doc)?)?;
+            Some(out) => {
+                embeddings::write(out, &job.path, &ranges, args.format)?;
             }
         }
         n_written += 1;
         Ok(())
     };
-    embed_stage(
-        &mut session,
+    stages::embed_stage(
+        &mut session.orchestrator,
         &mut jobs,
         &mut run,
-        &args.stages.embed_model,
+        &stages,
+        ranges,
         &keys.embed,
-        &windows_of,
         &mut on_result,
-    )?;
-    run.report_resumed("embed");
+        &mut shown,
+    )
+    .context("the embedding batch")?;
+    report_run_dir("embed", &run);
     if to_stdout {
         writeln!(stdout, "{}]", if n_written == 0 { "" } else { "\n" })?;
     }
     drop(stdout);
     let n_failed = jobs.iter().filter(|j| j.failed).count();
     if let Some(shard_run) = shard_run {
-        shard_run.finish(&crate::diarize::failed_paths(&jobs))?;
+        shard_run.finish(&failed_inputs(&jobs))?;
     }
     let peak = session.peak_text();
     let report = session.finish()?;
@@ -171,22 +138,4 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         eprintln!("masp: report in {}", dir.display());
     }
     Ok(Outcome::from_failures(n_failed))
-}
-
-/// `<out>/<stem>.embeddings.npy`: float32 `[n_ranges, 256]`, written under a temporary name and
-/// renamed when complete.
-fn write_npy(out: &Path, input: &Path, embeddings: &[RangeEmbedding]) -> anyhow::Result<PathBuf> {
-    let path = out.join(format!("{}.embeddings.npy", stem(input)));
-    let io = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", path.display());
-    let mut writer = NpyWriter::create(&path, &[EMBEDDING_DIM]).map_err(io)?;
-    for e in embeddings {
-        writer.push_row(&e.embedding).map_err(io)?;
-    }
-    writer.finish().map_err(io)?;
-    Ok(path)
-}
-
-/// The name of `path`'s results.
-fn stem(path: &Path) -> String {
-    masp_run::name::result_name(path)
 }

@@ -8,7 +8,6 @@ mod diarize;
 mod doctor;
 mod embed;
 mod models;
-mod output;
 mod pipeline;
 mod progress;
 mod report;

@@ -153,6 +153,46 @@ impl StageBar {
     }
 }
 
+/// What the CLI shows of a run's stages: a bar per stage, one line on stderr per failed input.
+#[derive(Debug)]
+pub struct Shown<'a> {
+    progress: &'a Progress,
+    bar: Option<StageBar>,
+}
+
+impl<'a> Shown<'a> {
+    /// Stages shown on `progress`.
+    pub fn new(progress: &'a Progress) -> Self {
+        Self {
+            progress,
+            bar: None,
+        }
+    }
+}
+
+impl masp_run::stages::Observer for Shown<'_> {
+    fn stage_started(&mut self, stage: &str, n_inputs: usize) {
+        self.bar = Some(self.progress.stage(stage, n_inputs, "files"));
+    }
+
+    fn input_done(&mut self, _stage: &str, audio_s: f64) {
+        if let Some(bar) = self.bar.as_mut() {
+            bar.file_done(audio_s);
+        }
+    }
+
+    fn stage_finished(&mut self, _stage: &str) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+
+    fn failed(&mut self, input: &std::path::Path, reason: &str) {
+        // One line, naming the file and the reason; the batch goes on.
+        eprintln!("masp: {}: {reason}", input.display());
+    }
+}
+
 /// `3.4 s`, `12 min 5 s`, `2 h 03 min`.
 pub fn human_duration(seconds: f64) -> String {
     let s = seconds.max(0.0);

@@ -6,17 +6,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use masp_audio::AudioInfo;
-use masp_models::vad::{SpeechSegment, VadOutcome, VadParams};
 use masp_orchestrator::AudioTask;
-use masp_orchestrator::task::{TaskOutput, TaskParams};
-use serde::{Deserialize, Serialize};
-
-use crate::diarize::{Job, RunDir, write_atomically};
+use masp_orchestrator::task::{TaskOutput, TaskParams, VadParams};
+use masp_run::format::{SegmentFormat, SegmentWriter};
+use masp_run::job::Job;
+use masp_run::stages::{keep_vad, resumed_vad};
 
 use crate::Outcome;
 use crate::context::{Common, Session};
-use crate::output::{Format, SegmentWriter};
 
 /// Flags of `masp vad`.
 #[derive(Debug, Args)]
@@ -29,7 +26,7 @@ stderr and the other files are still processed), 1 for usage errors."
 pub struct VadArgs {
     /// Output format [default: json; MASP_FORMAT; masp.toml].
     #[arg(long, value_enum)]
-    format: Option<Format>,
+    format: Option<SegmentFormat>,
     /// Speech probability threshold (0..1).
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
@@ -60,65 +57,6 @@ pub struct VadArgs {
     files: Vec<PathBuf>,
 }
 
-/// One file's result as kept in a run directory.
-#[derive(Debug, Serialize, Deserialize)]
-struct VadRecord {
-    codec: String,
-    source_sample_rate_hz: u32,
-    n_channels: usize,
-    n_source_frames: Option<u64>,
-    n_samples: u64,
-    /// `[start_sample, end_sample)` at 16 kHz.
-    segments: Vec<(u64, u64)>,
-}
-
-fn record_path(run: &RunDir, job: &Job) -> PathBuf {
-    run.path.join(format!("{}.vad.json", job.id))
-}
-
-fn save_record(run: &mut RunDir, job: &Job, config: &str, o: &VadOutcome) -> anyhow::Result<()> {
-    let record = VadRecord {
-        codec: o.info.codec.clone(),
-        source_sample_rate_hz: o.info.source_sample_rate_hz,
-        n_channels: o.info.n_channels,
-        n_source_frames: o.info.n_source_frames,
-        n_samples: o.n_samples,
-        segments: o
-            .segments
-            .iter()
-            .map(|s| (s.start_sample, s.end_sample))
-            .collect(),
-    };
-    let path = record_path(run, job);
-    write_atomically(&path, &serde_json::to_vec(&record)?)?;
-    run.record(format!("vad {}", job.id), job, config, &path)
-}
-
-fn read_record(run: &RunDir, job: &Job) -> anyhow::Result<VadOutcome> {
-    let path = record_path(run, job);
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let r: VadRecord =
-        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
-    Ok(VadOutcome {
-        info: AudioInfo {
-            path: job.path.clone(),
-            codec: r.codec,
-            source_sample_rate_hz: r.source_sample_rate_hz,
-            n_channels: r.n_channels,
-            n_source_frames: r.n_source_frames,
-        },
-        n_samples: r.n_samples,
-        segments: r
-            .segments
-            .into_iter()
-            .map(|(start_sample, end_sample)| SpeechSegment {
-                start_sample,
-                end_sample,
-            })
-            .collect(),
-    })
-}
-
 pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     let params = VadParams {
         threshold: args.threshold,
@@ -130,8 +68,8 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     };
     params.validate()?;
     let settings = crate::config::Settings::resolve(&args.common)?;
-    let format = settings.format("vad", args.format, Format::Json)?;
-    if format == Format::Audacity && args.files.len() > 1 {
+    let format = settings.format("vad", args.format, SegmentFormat::Json)?;
+    if format == SegmentFormat::Audacity && args.files.len() > 1 {
         anyhow::bail!(
             "--format audacity writes one label track, for one audio file: give one input \
              (or run once per file)"
@@ -145,14 +83,18 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         );
     }
     let files = crate::shard::select(shard, &args.files);
-    let mut run = args.run_dir.as_deref().map(RunDir::open).transpose()?;
+    let mut run = args
+        .run_dir
+        .as_deref()
+        .map(crate::diarize::open_run_dir)
+        .transpose()?;
     let mut session = Session::start_with(&args.common, settings)?;
-    let config = crate::context::sha256_json(&serde_json::json!({
+    let config = masp_run::config::sha256_json(&serde_json::json!({
         "stage": "vad",
         "model": args.model,
-        "model_sha256": crate::context::model_identity(&session, &args.model),
+        "model_sha256": masp_run::config::model_identity(session.orchestrator.registry(), &args.model),
         "params": params,
-    }))?;
+    }));
     let mut n_resumed = 0usize;
     let shard_run = match (shard, &args.run_dir) {
         (Some(s), Some(dir)) => Some(crate::shard::ShardRun::start(
@@ -176,13 +118,7 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
     for path in &files {
         let job = run.as_ref().map(|_| Job::new(path));
         if let (Some(run), Some(job)) = (&run, &job)
-            && run.done(
-                &format!("vad {}", job.id),
-                job,
-                &config,
-                &record_path(run, job),
-            )
-            && let Ok(outcome) = read_record(run, job)
+            && let Some(outcome) = resumed_vad(run, job, &config)
         {
             n_ok += 1;
             n_resumed += 1;
@@ -200,12 +136,12 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         match session.orchestrator.process_task(&task) {
             Ok(TaskOutput::Segments(outcome)) => {
                 if let (Some(run), Some(job)) = (run.as_mut(), &job)
-                    && let Err(e) = save_record(run, job, &config, &outcome)
+                    && let Err(e) = keep_vad(run, job, &config, &outcome)
                 {
                     // The result is still printed; only resuming (or merging) it is lost.
                     failed.insert(path.clone());
                     eprintln!(
-                        "masp: {}: not kept in the run directory: {e:#}",
+                        "masp: {}: not kept in the run directory: {e}",
                         path.display()
                     );
                 }

@@ -586,3 +586,108 @@ fn a_generic_model_whose_input_does_not_fit_its_window_is_named_before_loading()
     assert!(!stderr.contains("loaded w"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `a/x.wav` and `b/x.flac`: one stem, two folders, different audio.
+fn same_stem_dir() -> tempfile::TempDir {
+    let dir = pipeline_dir();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("a")).unwrap();
+    std::fs::create_dir_all(p.join("b")).unwrap();
+    std::fs::copy(sample(), p.join("a/x.wav")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/samples/noisy_mix_44k_stereo.flac"),
+        p.join("b/x.flac"),
+    )
+    .unwrap();
+    dir
+}
+
+fn masp_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn same_named_inputs_in_different_folders_keep_their_own_results() {
+    let dir = same_stem_dir();
+    let p = dir.path();
+    let inputs = ["a/x.wav", "b/x.flac"];
+
+    // masp run: one result per input and stage, and a second run resumes all four tasks.
+    let args = [
+        &["run", "--pipeline", "pipeline.toml", "--out", "out"][..],
+        &inputs,
+    ]
+    .concat();
+    succeeded(&masp_in(p, &args));
+    let vad = results_of(&p.join("out/silero-vad"), "x", "json");
+    assert_eq!(vad.len(), 2, "{vad:?}");
+    let docs: Vec<serde_json::Value> = vad
+        .iter()
+        .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
+        .collect();
+    let paths: std::collections::BTreeSet<_> =
+        docs.iter().map(|d| d["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, inputs.into_iter().collect());
+    assert_eq!(
+        results_of(&p.join("out/embed"), "x", "embeddings.npy").len(),
+        2
+    );
+    let again = masp_in(p, &args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("4 task(s) already done"), "{stderr}");
+
+    // masp vad --run-dir: two records, and a second run prints both from them.
+    let args = [&["vad", "--run-dir", "vrd"][..], &inputs].concat();
+    let first = succeeded(&masp_in(p, &args));
+    assert_eq!(results_of(&p.join("vrd"), "x", "vad.json").len(), 2);
+    let resumed = masp_in(p, &args);
+    assert_eq!(succeeded(&resumed), first);
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resumed 2 file(s)"));
+
+    // masp embed --out: one embeddings file per input.
+    let args = [&["embed", "--run-dir", "erd", "--out", "emb"][..], &inputs].concat();
+    succeeded(&masp_in(p, &args));
+    assert_eq!(results_of(&p.join("emb"), "x", "embeddings.json").len(), 2);
+
+    // masp diarize: both inputs' results kept apart in the run directory, both printed.
+    let args = [
+        &["diarize", "--run-dir", "drd", "--format", "json"][..],
+        &inputs,
+    ]
+    .concat();
+    let first = succeeded(&masp_in(p, &args));
+    let turns: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(turns.as_array().unwrap().len(), 2);
+    assert_eq!(results_of(&p.join("drd"), "x", "vad.json").len(), 2);
+    assert_eq!(results_of(&p.join("drd"), "x", "embeddings.json").len(), 2);
+    let resumed = masp_in(p, &args);
+    assert_eq!(succeeded(&resumed), first);
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resumed 2 VAD and 2 embedding"));
+}
+
+#[test]
+fn the_same_input_twice_is_refused_before_any_work() {
+    let dir = same_stem_dir();
+    let p = dir.path();
+    let out = masp_in(
+        p,
+        &[
+            "run",
+            "--pipeline",
+            "pipeline.toml",
+            "--out",
+            "out",
+            "a/x.wav",
+            "a/./x.wav",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("are the same file"), "{stderr}");
+    assert!(!p.join("out/silero-vad").exists());
+}

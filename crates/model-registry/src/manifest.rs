@@ -132,6 +132,21 @@ pub enum Isolation {
     Process,
 }
 
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    /// `in-process` or `process`, as manifests, pipelines, flags and the environment say it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "in-process" => Ok(Isolation::InProcess),
+            "process" => Ok(Isolation::Process),
+            other => Err(format!(
+                "unknown isolation {other:?}: use in-process or process"
+            )),
+        }
+    }
+}
+
 impl Isolation {
     /// The name used in manifests, pipelines and flags.
     pub fn as_str(self) -> &'static str {

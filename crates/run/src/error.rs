@@ -40,7 +40,7 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Output`] for an I/O error on `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
         Error::Output {
             path: path.into(),
             reason: e.to_string(),
