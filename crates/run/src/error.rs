@@ -33,6 +33,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Shards that cannot be merged, or results that would be lost by merging them.
+    #[error("refusing to merge: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
     /// Loading, planning or running a model failed.
     #[error(transparent)]
     Orchestrator(#[from] masp_orchestrator::Error),

@@ -7,6 +7,7 @@
 //!   results with a [`journal`], so a stopped run resumes without losing or redoing work;
 //! - [`stages`]: the VAD and embedding stages, each one batch with its model loaded once;
 //! - [`pipeline`]: pipeline files of stages over many inputs, planned and resumable;
+//! - [`shard`]: shards of a job's inputs, and merging their run directories;
 //! - [`diarize`]: speech windows, clustering and speaker turns from segments and embeddings;
 //! - [`format`]: every format results are written in (segments, turns, embeddings);
 //! - [`config`]: what identifies a stage's configuration.
@@ -56,6 +57,7 @@ pub mod journal;
 pub mod name;
 pub mod pipeline;
 pub mod run_dir;
+pub mod shard;
 pub mod stages;
 
 pub use error::{Error, Result};
