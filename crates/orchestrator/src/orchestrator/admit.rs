@@ -33,6 +33,31 @@ impl SequentialOrchestrator {
         prepared.estimate.load_peak.saturating_add(extra)
     }
 
+    /// Refuse `prepared` before anything is evicted or reserved when its estimated load peak
+    /// cannot fit above the baseline even with nothing else loaded.
+    ///
+    /// # Errors
+    /// [`Error::ModelTooLarge`] (recorded as a refused load).
+    pub(super) fn refuse_if_too_large(&mut self, name: &str, prepared: &Prepared) -> Result<()> {
+        let limit = self.budget.effective_limit();
+        let baseline = self.budget.snapshot().baseline;
+        if prepared.estimate.load_peak.saturating_add(baseline) > limit {
+            let err = Error::ModelTooLarge {
+                model: name.to_string(),
+                estimate: prepared.estimate.load_peak,
+                estimate_source: prepared.estimate.source,
+                baseline,
+                limit,
+            };
+            self.record(RunEvent::LoadRefused {
+                model: name.into(),
+                reason: err.to_string(),
+            });
+            return Err(err);
+        }
+        Ok(())
+    }
+
     /// Reserve `bytes` for loading `name`: evict while the ledger is full, and when the system
     /// is short of memory evict everything and wait a bounded time.
     pub(super) fn admit(&mut self, name: &str, bytes: Bytes) -> Result<Reservation> {

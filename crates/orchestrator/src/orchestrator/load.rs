@@ -11,11 +11,30 @@ use super::SequentialOrchestrator;
 use super::events::RunEvent;
 use super::measure::rss;
 use super::model::{Prepared, Resident};
+use crate::Result;
 use crate::adapter::ModelAdapter;
 use crate::runtime::SessionOptions;
-use crate::worker::WorkerAdapter;
 use crate::worker::protocol::LoadRequest;
-use crate::{Error, Result};
+use crate::worker::{WorkerAdapter, WorkerStatus};
+
+/// What a load that succeeded measured, and what it needs to become resident.
+struct Loaded {
+    adapter: Box<dyn ModelAdapter>,
+    /// The worker process running it, under process isolation (read once, after the load).
+    worker: Option<WorkerStatus>,
+    threads: usize,
+    /// This process's RSS before the load: what the unload is checked against.
+    rss_before: Bytes,
+    load_ms: f64,
+    /// Whether the session was the first of its process (for calibration).
+    first_in_process: bool,
+    /// The model's load peak (RSS growth).
+    measured_peak: Bytes,
+    /// The model's RSS growth once loaded.
+    resident: Bytes,
+    /// What it holds: its growth in-process, the whole process in a worker.
+    whole: Bytes,
+}
 
 impl SequentialOrchestrator {
     fn threads_for(&self, name: &str) -> usize {
@@ -30,6 +49,10 @@ impl SequentialOrchestrator {
     /// # Errors
     /// [`Error::ModelTooLarge`] (refused before loading), [`Error::SystemMemoryLow`] (the machine
     /// has no room even after evicting and waiting), [`Error::Budget`], load errors.
+    ///
+    /// [`Error::ModelTooLarge`]: crate::Error::ModelTooLarge
+    /// [`Error::SystemMemoryLow`]: crate::Error::SystemMemoryLow
+    /// [`Error::Budget`]: crate::Error::Budget
     pub fn load_model(&mut self, name: &str) -> Result<()> {
         self.tick += 1;
         if let Some(r) = self.resident.iter_mut().find(|r| r.name == name) {
@@ -52,22 +75,7 @@ impl SequentialOrchestrator {
                 return Err(e);
             }
         };
-        let limit = self.budget.effective_limit();
-        let baseline = self.budget.snapshot().baseline;
-        if prepared.estimate.load_peak.saturating_add(baseline) > limit {
-            let err = Error::ModelTooLarge {
-                model: name.to_string(),
-                estimate: prepared.estimate.load_peak,
-                estimate_source: prepared.estimate.source,
-                baseline,
-                limit,
-            };
-            self.record(RunEvent::LoadRefused {
-                model: name.into(),
-                reason: err.to_string(),
-            });
-            return Err(err);
-        }
+        self.refuse_if_too_large(name, &prepared)?;
         while self.resident.len() >= self.config.max_resident.max(1) {
             self.evict_one("switch");
         }
@@ -76,7 +84,8 @@ impl SequentialOrchestrator {
         self.load_admitted(prepared, reservation)
     }
 
-    fn load_admitted(&mut self, prepared: Prepared, mut reservation: Reservation) -> Result<()> {
+    /// Load an admitted model (in-process or in a worker), measure the load, and keep it.
+    fn load_admitted(&mut self, prepared: Prepared, reservation: Reservation) -> Result<()> {
         let name = prepared.spec.name.clone();
         let threads = self.threads_for(&name);
         let options = SessionOptions {
@@ -95,34 +104,8 @@ impl SequentialOrchestrator {
         let isolation = self.isolation_for(&prepared.spec);
         let first_in_process = self.is_first_session(&prepared.spec);
         let loaded = match isolation {
-            Isolation::InProcess => {
-                self.adapters
-                    .load(self.runtime, &prepared.spec, &prepared.path, options)
-            }
-            Isolation::Process => {
-                let request = LoadRequest {
-                    name: name.clone(),
-                    kind: prepared.spec.kind,
-                    path: prepared.path.clone(),
-                    sample_rate_hz: prepared.spec.sample_rate_hz,
-                    generic: prepared.spec.generic.clone(),
-                    intra_op_threads: u32::try_from(threads).unwrap_or(u32::MAX),
-                    prepacking: options.prepacking,
-                };
-                // The cap covers the load, the task that follows it, and weights mapped from
-                // an external-data file (address space the reservation does not count).
-                let working = prepared.estimate.working_for(
-                    (self.config.chunk_s * f64::from(prepared.spec.sample_rate_hz)) as u64,
-                );
-                let cap = self
-                    .config
-                    .worker
-                    .cap
-                    .cap_for(reservation.bytes().saturating_add(working), threads)
-                    .saturating_add(prepared.external_weight_bytes);
-                WorkerAdapter::spawn(&self.config.worker, request, cap)
-                    .map(|w| Box::new(w) as Box<dyn ModelAdapter>)
-            }
+            Isolation::InProcess => self.load_in_process(&prepared, options),
+            Isolation::Process => self.spawn_worker(&prepared, options, reservation.bytes()),
         };
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let rss_after = rss();
@@ -145,18 +128,94 @@ impl SequentialOrchestrator {
         let worker = adapter.worker();
         // In a worker the model's growth is measured by the worker itself; what it holds is
         // the whole process.
-        let (measured_peak, resident, whole, load_ms) = match worker {
+        let (measured_peak, resident, whole) = match worker {
             Some(w) => (
                 w.load.peak.saturating_sub(w.load.rss_before),
                 w.load.rss_after.saturating_sub(w.load.rss_before),
                 w.load.rss_after,
-                load_ms,
             ),
             None => {
                 let resident = rss_after.saturating_sub(rss_before);
-                (peak.saturating_sub(rss_before), resident, resident, load_ms)
+                (peak.saturating_sub(rss_before), resident, resident)
             }
         };
+        let loaded = Loaded {
+            adapter,
+            worker,
+            threads,
+            rss_before,
+            load_ms,
+            first_in_process,
+            measured_peak,
+            resident,
+            whole,
+        };
+        self.keep_loaded(prepared, reservation, loaded)
+    }
+
+    /// In-process isolation: create the session here, with the adapter for the model's kind.
+    fn load_in_process(
+        &self,
+        prepared: &Prepared,
+        options: SessionOptions,
+    ) -> Result<Box<dyn ModelAdapter>> {
+        self.adapters
+            .load(self.runtime, &prepared.spec, &prepared.path, options)
+    }
+
+    /// Process isolation: spawn a worker that loads the model, capped from `reserved` (the
+    /// load's reservation).
+    fn spawn_worker(
+        &self,
+        prepared: &Prepared,
+        options: SessionOptions,
+        reserved: Bytes,
+    ) -> Result<Box<dyn ModelAdapter>> {
+        let threads = options.intra_op_threads;
+        let request = LoadRequest {
+            name: prepared.spec.name.clone(),
+            kind: prepared.spec.kind,
+            path: prepared.path.clone(),
+            sample_rate_hz: prepared.spec.sample_rate_hz,
+            generic: prepared.spec.generic.clone(),
+            intra_op_threads: u32::try_from(threads).unwrap_or(u32::MAX),
+            prepacking: options.prepacking,
+        };
+        // The cap covers the load, the task that follows it, and weights mapped from
+        // an external-data file (address space the reservation does not count).
+        let working = prepared
+            .estimate
+            .working_for((self.config.chunk_s * f64::from(prepared.spec.sample_rate_hz)) as u64);
+        let cap = self
+            .config
+            .worker
+            .cap
+            .cap_for(reserved.saturating_add(working), threads)
+            .saturating_add(prepared.external_weight_bytes);
+        WorkerAdapter::spawn(&self.config.worker, request, cap)
+            .map(|w| Box::new(w) as Box<dyn ModelAdapter>)
+    }
+
+    /// Record what the load measured, shrink the reservation to what the model holds, and make
+    /// it resident; a model that turns out not to fit is unloaded again and refused.
+    fn keep_loaded(
+        &mut self,
+        prepared: Prepared,
+        mut reservation: Reservation,
+        loaded: Loaded,
+    ) -> Result<()> {
+        let Loaded {
+            adapter,
+            worker,
+            threads,
+            rss_before,
+            load_ms,
+            first_in_process,
+            measured_peak,
+            resident,
+            whole,
+        } = loaded;
+        let name = prepared.spec.name.clone();
         self.calibration.record_load(
             &prepared.key,
             prepared.metadata_estimate.load_peak,
@@ -223,6 +282,8 @@ impl SequentialOrchestrator {
     ///
     /// # Errors
     /// [`Error::Budget`] naming the total when the set does not fit; load errors.
+    ///
+    /// [`Error::Budget`]: crate::Error::Budget
     pub fn load_together(&mut self, names: &[&str]) -> Result<()> {
         let mut prepared = Vec::new();
         for name in names {
