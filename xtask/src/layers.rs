@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// Our crates, lowest layer first, with the crates of ours each may depend on (normal, build
 /// and dev dependencies). `docs/ARCHITECTURE.md`'s layer diagram is checked against this table
-/// by `tests/suites`' tidy tests.
+/// by the tidy tests (`xtask/src/tidy.rs`).
 pub const LAYERS: &[(&str, &[&str])] = &[
     ("masp-budget", &[]),
     ("masp-profiler", &["masp-budget"]),
@@ -77,24 +77,13 @@ pub const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Crates that may depend on anything of ours.
-const UNRESTRICTED: &[&str] = &["masp-tests", "xtask"];
+pub const UNRESTRICTED: &[&str] = &["masp-tests", "xtask"];
 
 /// The only crates allowed to depend on ONNX Runtime bindings, in any kind of dependency.
 pub const ORT_USERS: &[&str] = &["masp-orchestrator", "masp-models"];
 
 pub fn check() -> Result<()> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: Value =
-        serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?;
+    let metadata = metadata()?;
     let violations = violations(&metadata)?;
     if violations.is_empty() {
         println!("check-layers: ok");
@@ -105,6 +94,22 @@ pub fn check() -> Result<()> {
         }
         bail!("{} forbidden dependency edge(s)", violations.len())
     }
+}
+
+/// `cargo metadata --no-deps` of the workspace: our packages and their declared dependencies.
+pub fn metadata() -> Result<Value> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("parsing cargo metadata")
 }
 
 fn violations(metadata: &Value) -> Result<Vec<String>> {
@@ -131,7 +136,7 @@ fn violations(metadata: &Value) -> Result<Vec<String>> {
 }
 
 /// Why the edge `from → to` is forbidden, or None when it is allowed.
-fn judge(from: &str, to: &str, dev: bool, ours: &[&str]) -> Option<String> {
+pub fn judge(from: &str, to: &str, dev: bool, ours: &[&str]) -> Option<String> {
     if UNRESTRICTED.contains(&from) {
         return None;
     }

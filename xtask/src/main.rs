@@ -4,6 +4,8 @@ mod bench;
 mod layers;
 mod setup;
 mod suites;
+#[cfg(test)]
+mod tidy;
 
 use std::process::ExitCode;
 

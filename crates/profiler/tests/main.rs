@@ -5,7 +5,6 @@
 
 mod buffer;
 mod leaks;
-mod module_graph;
 mod outputs;
 mod watch;
 
