@@ -11,29 +11,7 @@ use std::path::PathBuf;
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A [`crate::StreamOptions`] value that cannot be used; detected before any file is touched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OptionsError {
-    /// The target sample rate is 0 Hz or above [`crate::MAX_SAMPLE_RATE_HZ`].
-    #[error(
-        "target sample rate {target_sample_rate_hz} hz is out of range (1..={max_hz} hz)",
-        max_hz = crate::MAX_SAMPLE_RATE_HZ
-    )]
-    TargetSampleRate {
-        /// The rejected rate.
-        target_sample_rate_hz: u32,
-    },
-    /// The chunk size is 0 or above [`crate::MAX_CHUNK_SAMPLES`].
-    #[error(
-        "chunk size {chunk_samples} samples is out of range (1..={max} samples)",
-        max = crate::MAX_CHUNK_SAMPLES
-    )]
-    ChunkSamples {
-        /// The rejected chunk size.
-        chunk_samples: usize,
-    },
-}
+pub use crate::options::OptionsError;
 
 /// Why a file could not be opened, decoded or written.
 #[derive(Debug, thiserror::Error)]

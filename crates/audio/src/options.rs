@@ -1,7 +1,5 @@
 //! [`StreamOptions`]: the target rate and chunk size of a [`crate::ChunkStream`].
 
-use crate::error::OptionsError;
-
 /// Highest sample rate accepted, for targets and for file headers (1 MHz).
 pub const MAX_SAMPLE_RATE_HZ: u32 = 1_000_000;
 
@@ -91,6 +89,30 @@ impl StreamOptions {
         }
         Ok(())
     }
+}
+
+/// A [`StreamOptions`] value that cannot be used; detected before any file is touched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The target sample rate is 0 Hz or above [`MAX_SAMPLE_RATE_HZ`].
+    #[error(
+        "target sample rate {target_sample_rate_hz} hz is out of range (1..={max_hz} hz)",
+        max_hz = MAX_SAMPLE_RATE_HZ
+    )]
+    TargetSampleRate {
+        /// The rejected rate.
+        target_sample_rate_hz: u32,
+    },
+    /// The chunk size is 0 or above [`crate::MAX_CHUNK_SAMPLES`].
+    #[error(
+        "chunk size {chunk_samples} samples is out of range (1..={max} samples)",
+        max = crate::MAX_CHUNK_SAMPLES
+    )]
+    ChunkSamples {
+        /// The rejected chunk size.
+        chunk_samples: usize,
+    },
 }
 
 #[cfg(test)]

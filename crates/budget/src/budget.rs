@@ -212,11 +212,9 @@ fn limit_from_env_value(value: Option<OsString>) -> Result<Option<Bytes>, Config
     let Some(utf8) = value.to_str() else {
         return Err(invalid("not valid UTF-8"));
     };
-    match utf8.parse::<Bytes>() {
-        Ok(limit) => Ok(Some(limit)),
-        Err(ConfigError::InvalidSize { reason, .. }) => Err(invalid(reason)),
-        Err(other) => Err(other),
-    }
+    utf8.parse::<Bytes>()
+        .map(Some)
+        .map_err(|e| invalid(e.reason))
 }
 
 /// A hard memory budget shared by everything that loads models in this process.

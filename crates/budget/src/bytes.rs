@@ -6,8 +6,6 @@ use std::str::FromStr;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::ConfigError;
-
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -276,11 +274,22 @@ fn pad(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
     }
 }
 
+/// A size string that did not parse (see [`Bytes`] for the accepted forms). It converts into
+/// [`ConfigError::InvalidSize`](crate::ConfigError::InvalidSize).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid size {input:?}: {reason}")]
+pub struct ParseBytesError {
+    /// The text as given.
+    pub input: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
 impl FromStr for Bytes {
-    type Err = ConfigError;
+    type Err = ParseBytesError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        parse_size(input).map_err(|reason| ConfigError::InvalidSize {
+        parse_size(input).map_err(|reason| ParseBytesError {
             input: input.to_owned(),
             reason,
         })

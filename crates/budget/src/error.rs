@@ -69,3 +69,12 @@ pub enum ConfigError {
         reason: &'static str,
     },
 }
+
+impl From<crate::bytes::ParseBytesError> for ConfigError {
+    fn from(e: crate::bytes::ParseBytesError) -> Self {
+        ConfigError::InvalidSize {
+            input: e.input,
+            reason: e.reason,
+        }
+    }
+}

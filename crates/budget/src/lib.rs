@@ -53,7 +53,7 @@ pub use budget::{
     BUDGET_ENV, Budget, BudgetConfig, BudgetSnapshot, DEFAULT_LIMIT, DEFAULT_SAFETY_MARGIN,
     HostMemory, MemorySource, Reservation,
 };
-pub use bytes::Bytes;
+pub use bytes::{Bytes, ParseBytesError};
 pub use error::{ConfigError, Error, Result};
 pub use probe::SystemMemory;
 pub use trim::TrimOutcome;

@@ -215,8 +215,6 @@ fn write_run_json(dir: &Path, orch: &SequentialOrchestrator) -> anyhow::Result<(
         "failures": orch.failures(),
         "estimate_error": orch.calibration().error_table(),
     });
-    let path = dir.join("run.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&run)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    masp_run::write_file(&dir.join("run.json"), &serde_json::to_vec_pretty(&run)?)?;
     Ok(())
 }

@@ -56,7 +56,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     }
     let stages = args.stages.stages()?;
     if let Some(out) = &args.out {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        masp_run::create_output_dir(out)?;
     }
     let started = Instant::now();
     let shard = args.common.shard.resolve()?;

@@ -258,7 +258,7 @@ struct QuantizeArgs<'a> {
 }
 
 fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Result<Outcome> {
-    use masp_models::quantize::{MIN_AGREEMENT, compare_vad, quantize_vad};
+    use masp_models::quantize::{InstallError, VadComparison, install_vad_int8};
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         anyhow::bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
@@ -272,20 +272,60 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let runtime = masp_orchestrator::runtime::Runtime::get()?;
     let options = onnx::quantize::QuantizeOptions {
         exclude: args.exclude.to_vec(),
     };
     let started = Instant::now();
     let setup = masp_models::quantize::VadCalibration {
-        runtime,
+        runtime: masp_orchestrator::runtime::Runtime::get()?,
         name,
         model: &model,
         work_dir: &dir,
         options: &options,
         percentile: args.percentile,
     };
-    let (quantized, report, calibration) = quantize_vad(&setup, args.calibrate)?;
+    if args.check.is_empty() {
+        println!(
+            "checking on the calibration audio (pass --check with other audio for an independent figure)"
+        );
+    }
+    let print_checked = |checked: &[(PathBuf, masp_orchestrator::Result<VadComparison>)]| {
+        println!(
+            "{:<40} {:>9} {:>14} {:>10} {:>10} {:>7}",
+            "file", "agreement", "segments f/q", "float", "int8", "speed"
+        );
+        let mut failed = 0;
+        for (path, result) in checked {
+            match result {
+                Ok(c) => println!(
+                    "{:<40} {:>8.2}% {:>14} {:>9.2}s {:>9.2}s {:>6.2}×",
+                    path.display(),
+                    100.0 * c.agreement,
+                    format!("{}/{}", c.segments.0, c.segments.1),
+                    c.time.0.as_secs_f64(),
+                    c.time.1.as_secs_f64(),
+                    c.time.0.as_secs_f64() / c.time.1.as_secs_f64().max(1e-9),
+                ),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("masp: {}: {}", path.display(), crate::one_line(e));
+                }
+            }
+        }
+        failed
+    };
+    let installed = match install_vad_int8(&setup, &src, args.calibrate, args.check, &dst) {
+        Ok(installed) => installed,
+        Err(e) => {
+            if let InstallError::Disagrees { checked, .. }
+            | InstallError::NothingChecked { checked } = &e
+            {
+                print_checked(checked);
+            }
+            return Err(e.into());
+        }
+    };
+    let (report, calibration) = (&installed.report, &installed.calibration);
     println!(
         "calibrated on {} file(s), {:.1} min of audio, in {:.1} s; {} convolution(s) now int8 \
          (weights {} → {})",
@@ -299,75 +339,17 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
     for (node, why) in &report.skipped {
         println!("  left in float: {node} ({why})");
     }
-    // Checked under a temporary name; installed at `dst` only when accepted.
+    let failed = print_checked(&installed.checked);
     let file_name = dst
         .file_name()
         .map_or_else(|| "model.onnx".into(), |f| f.to_string_lossy().into_owned());
-    let pending = dir.join(format!(".{file_name}.checking"));
-    onnx::write_model(&pending, &quantized)?;
-    let check = if args.check.is_empty() {
-        println!(
-            "checking on the calibration audio (pass --check with other audio for an independent figure)"
-        );
-        args.calibrate
-    } else {
-        args.check
-    };
-    println!(
-        "{:<40} {:>9} {:>14} {:>10} {:>10} {:>7}",
-        "file", "agreement", "segments f/q", "float", "int8", "speed"
-    );
-    let mut failed = 0;
-    let mut worst: Option<f64> = None;
-    let compared = match compare_vad(runtime, &src, &pending, check) {
-        Ok(compared) => compared,
-        Err(e) => {
-            let _ = std::fs::remove_file(&pending);
-            return Err(e.into());
-        }
-    };
-    for (path, result) in check.iter().zip(compared) {
-        match result {
-            Ok(c) => {
-                worst = Some(worst.map_or(c.agreement, |w: f64| w.min(c.agreement)));
-                println!(
-                    "{:<40} {:>8.2}% {:>14} {:>9.2}s {:>9.2}s {:>6.2}×",
-                    path.display(),
-                    100.0 * c.agreement,
-                    format!("{}/{}", c.segments.0, c.segments.1),
-                    c.time.0.as_secs_f64(),
-                    c.time.1.as_secs_f64(),
-                    c.time.0.as_secs_f64() / c.time.1.as_secs_f64().max(1e-9),
-                );
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("masp: {}: {}", path.display(), crate::one_line(&e));
-            }
-        }
-    }
-    let Some(worst) = worst else {
-        let _ = std::fs::remove_file(&pending);
-        anyhow::bail!("no check file could be run: the int8 copy was not kept");
-    };
-    if worst < MIN_AGREEMENT {
-        let _ = std::fs::remove_file(&pending);
-        anyhow::bail!(
-            "the int8 copy agrees with {name} on only {:.2}% of 10 ms frames (at least {:.0}% \
-             needed): not kept. Calibrate on more varied speech, raise --percentile, or \
-             --exclude the first convolution",
-            100.0 * worst,
-            100.0 * MIN_AGREEMENT
-        );
-    }
-    std::fs::rename(&pending, &dst).with_context(|| format!("cannot write {}", dst.display()))?;
     // Manifest paths are relative to the manifest's directory (and may not leave it).
     println!(
         "wrote {} (worst agreement {:.2}%). To use it, add to a masp.toml in {}:\n\n\
          [[model]]\nname = \"{name}-int8\"\nkind = \"vad\"\npath = \"{file_name}\"\n\n\
          then run `masp vad --model {name}-int8 …` there (or pass --manifest)",
         dst.display(),
-        100.0 * worst,
+        100.0 * installed.worst_agreement,
         dir.display(),
     );
     Ok(Outcome::from_failures(failed))

@@ -53,3 +53,16 @@ pub fn temporary_path(path: &Path) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!(".{name}{TEMP_SUFFIX}"))
 }
+
+/// Rename the complete file `from` over `to` and sync `to`'s directory, so the rename survives
+/// a power loss (`from` must already be synced, as [`write_atomic`] leaves its files).
+///
+/// # Errors
+/// The I/O error.
+pub fn persist(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    match to.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}

@@ -158,11 +158,9 @@ pub fn calibrate_vad(setup: &VadCalibration<'_>, files: &[PathBuf]) -> Result<Ca
     Ok(Calibration { ranges, frames })
 }
 
-/// Calibrates the model on `files` and returns its int8 version.
-///
-/// # Errors
-/// As [`calibrate_vad`], and [`Error::Registry`] when the rewrite fails.
-pub fn quantize_vad(
+/// Calibrates the model on `files` and returns its int8 version. Private: the only way to an
+/// int8 model on disk is [`install_vad_int8`], which checks it first.
+fn quantize_vad(
     setup: &VadCalibration<'_>,
     files: &[PathBuf],
 ) -> Result<(ModelProto, QuantizeReport, Calibration)> {
@@ -218,4 +216,121 @@ pub fn compare_vad(
             })
         })
         .collect())
+}
+
+/// An int8 VAD that passed the check and was installed.
+#[derive(Debug)]
+pub struct Installed {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The lowest frame agreement with the float model over the check files.
+    pub worst_agreement: f64,
+    /// What was quantised.
+    pub report: QuantizeReport,
+    /// What calibration saw.
+    pub calibration: Calibration,
+    /// Each check file and how it came out.
+    pub checked: Vec<(PathBuf, Result<VadComparison>)>,
+}
+
+/// Why [`install_vad_int8`] installed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// Calibration, quantisation or loading failed.
+    #[error(transparent)]
+    Model(#[from] Error),
+    /// Not one check file could be run.
+    #[error("no check file could be run: the int8 copy was not kept")]
+    NothingChecked {
+        /// Each check file and why it failed.
+        checked: Vec<(PathBuf, Result<VadComparison>)>,
+    },
+    /// The int8 copy agrees with the float model on too few frames.
+    #[error(
+        "the int8 copy agrees with {model} on only {:.2}% of 10 ms frames (at least {:.0}% \
+         needed): not kept. Calibrate on more varied speech, raise --percentile, or --exclude \
+         the first convolution",
+        100.0 * worst_agreement,
+        100.0 * MIN_AGREEMENT
+    )]
+    Disagrees {
+        /// The float model's name.
+        model: String,
+        /// The lowest agreement seen.
+        worst_agreement: f64,
+        /// Each check file and how it came out.
+        checked: Vec<(PathBuf, Result<VadComparison>)>,
+    },
+    /// The checked copy could not be written or put in place.
+    #[error("cannot write {}: {reason}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The install gate of the int8 VAD: calibrate the float model (`setup`, its file at `float`)
+/// on `calibrate`, quantise it, and compare the int8 copy with the float model on `check`
+/// (the calibration audio when empty). The copy is written to `dst` only when it agrees on at
+/// least [`MIN_AGREEMENT`] of 10 ms frames of every check file that could be run; until then
+/// it exists only under a temporary name, removed on refusal.
+///
+/// # Errors
+/// [`InstallError`]: nothing was installed.
+pub fn install_vad_int8(
+    setup: &VadCalibration<'_>,
+    float: &Path,
+    calibrate: &[PathBuf],
+    check: &[PathBuf],
+    dst: &Path,
+) -> std::result::Result<Installed, InstallError> {
+    let (quantized, report, calibration) = quantize_vad(setup, calibrate)?;
+    let file_name = dst
+        .file_name()
+        .map_or_else(|| "model.onnx".into(), |f| f.to_string_lossy().into_owned());
+    let pending = setup
+        .work_dir
+        .join(format!(".{file_name}.{}.checking", std::process::id()));
+    write_model(&pending, &quantized).map_err(Error::from)?;
+    let check = if check.is_empty() { calibrate } else { check };
+    let compared = compare_vad(setup.runtime, float, &pending, check);
+    let refuse = |e: InstallError| {
+        let _ = std::fs::remove_file(&pending);
+        Err(e)
+    };
+    let checked: Vec<(PathBuf, Result<VadComparison>)> = match compared {
+        Ok(results) => check.iter().cloned().zip(results).collect(),
+        Err(e) => return refuse(e.into()),
+    };
+    let worst = checked
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|c| c.agreement)
+        .fold(None, |w: Option<f64>, a| Some(w.map_or(a, |w| w.min(a))));
+    let Some(worst) = worst else {
+        return refuse(InstallError::NothingChecked { checked });
+    };
+    if worst < MIN_AGREEMENT {
+        return refuse(InstallError::Disagrees {
+            model: setup.name.to_owned(),
+            worst_agreement: worst,
+            checked,
+        });
+    }
+    if let Err(e) = masp_model_registry::atomic::persist(&pending, dst) {
+        return refuse(InstallError::Write {
+            path: dst.to_path_buf(),
+            reason: e.to_string(),
+        });
+    }
+    Ok(Installed {
+        path: dst.to_path_buf(),
+        worst_agreement: worst,
+        report,
+        calibration,
+        checked,
+    })
 }

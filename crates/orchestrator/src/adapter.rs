@@ -70,7 +70,7 @@ pub trait ModelAdapter: Send + std::fmt::Debug {
     ) -> Result<TaskOutput>;
 
     /// The worker process running the model, when it runs in one (process isolation).
-    fn worker(&self) -> Option<crate::worker::WorkerStatus> {
+    fn worker(&self) -> Option<crate::worker::status::WorkerStatus> {
         None
     }
 

@@ -156,14 +156,14 @@ pub enum Error {
         /// Model name.
         model: String,
         /// What happened, with the memory figures.
-        failure: crate::worker::WorkerFailure,
+        failure: crate::worker::status::WorkerFailure,
     },
     /// A load or task failed inside a worker, which lives on; the message is the worker's own
     /// (it names the file and the reason, as in-process).
     #[error("{message}")]
     Remote {
         /// How the worker classed it.
-        class: crate::worker::FailureClass,
+        class: crate::worker::status::FailureClass,
         /// The worker's error message.
         message: String,
     },

@@ -70,3 +70,12 @@ pub use error::{Error, Result};
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     masp_model_registry::atomic::write_atomic(path, bytes).map_err(|e| Error::io(path, &e))
 }
+
+/// Create the output directory `path` (and its parents) if it is missing, so a run that cannot
+/// write its results fails before any work.
+///
+/// # Errors
+/// [`Error::Output`] naming the directory.
+pub fn create_output_dir(path: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, &e))
+}

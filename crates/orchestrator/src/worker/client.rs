@@ -18,6 +18,7 @@ use super::protocol::{
     read_frame,
 };
 use super::server::is_allocation_failure;
+use super::status::{WorkerFailure, WorkerStatus};
 use crate::adapter::{ModelAdapter, TaskContext};
 use crate::task::{TaskOutput, TaskParams};
 use crate::{Error, Result};
@@ -109,105 +110,6 @@ impl CapRule {
             ))
             .saturating_add(Bytes::new(scaled))
     }
-}
-
-/// What happened to a worker that failed.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum WorkerFailure {
-    /// It died without being asked to.
-    Crashed {
-        /// How: `killed by signal 9 (SIGKILL)`, `exited with code 3`.
-        status: String,
-        /// Its RSS at the last report.
-        rss: Bytes,
-        /// The last line it wrote to stderr, if any.
-        stderr: String,
-    },
-    /// It needed more memory than its cap.
-    CapExceeded {
-        /// The cap (address space).
-        cap: Bytes,
-        /// Its RSS at the last report.
-        rss: Bytes,
-        /// What failed.
-        detail: String,
-    },
-    /// It went silent past the deadline and was killed.
-    Hung {
-        /// How long it was silent.
-        waited: Duration,
-        /// Its RSS when killed.
-        rss: Bytes,
-    },
-    /// It wrote something that is not the protocol and was killed.
-    Protocol {
-        /// What was wrong.
-        reason: String,
-    },
-    /// It could not be started.
-    Spawn {
-        /// The program.
-        program: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl WorkerFailure {
-    /// Whether the orchestrator's retry policy counts this as a cap kill (else a crash).
-    pub fn is_cap(&self) -> bool {
-        matches!(self, WorkerFailure::CapExceeded { .. })
-    }
-}
-
-impl std::fmt::Display for WorkerFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WorkerFailure::Crashed {
-                status,
-                rss,
-                stderr,
-            } => {
-                write!(f, "crashed: {status}; its RSS was {rss}")?;
-                if !stderr.is_empty() {
-                    write!(f, "; it said: {stderr}")?;
-                }
-                Ok(())
-            }
-            WorkerFailure::CapExceeded { cap, rss, detail } => write!(
-                f,
-                "hit its memory cap ({cap} of address space; RSS {rss} at the last report): \
-                 {detail}"
-            ),
-            WorkerFailure::Hung { waited, rss } => write!(
-                f,
-                "hung: silent for {:.1} s, killed (RSS {rss})",
-                waited.as_secs_f64()
-            ),
-            WorkerFailure::Protocol { reason } => {
-                write!(f, "broke the protocol ({reason}), killed")
-            }
-            WorkerFailure::Spawn { program, reason } => write!(
-                f,
-                "could not be started from {}: {reason}",
-                program.display()
-            ),
-        }
-    }
-}
-
-/// A live worker's figures, for the orchestrator's accounting and the profiler.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WorkerStatus {
-    /// Its process id.
-    pub pid: u32,
-    /// Its hard cap (address space).
-    pub cap: Bytes,
-    /// What it measured of its load.
-    pub load: LoadReport,
-    /// Its RSS high-water mark during the last task, above its RSS at the task's start.
-    pub last_task_peak: Bytes,
 }
 
 enum Incoming {

@@ -12,10 +12,11 @@
 mod client;
 pub mod protocol;
 mod server;
+pub(crate) mod status;
 
-pub use client::{CapRule, WorkerAdapter, WorkerConfig, WorkerFailure, WorkerStatus};
-pub use protocol::FailureClass;
+pub use client::{CapRule, WorkerAdapter, WorkerConfig};
 pub use server::{ServeOutcome, serve};
+pub use status::{FailureClass, LoadReport, WorkerFailure, WorkerStatus};
 
 /// The worker program when none is configured: `MASP_WORKER_PROGRAM` if set, else this
 /// executable when it is `masp`, else `masp` from `PATH`.

@@ -14,6 +14,7 @@ use super::payload::{
     decode_output, decode_params, encode_output, encode_params, kind_code, kind_from_code,
 };
 use crate::task::{TaskOutput, TaskParams};
+use crate::worker::status::{FailureClass, LoadReport};
 
 /// What a worker must load.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,58 +56,6 @@ pub enum ToWorker {
     Run(RunRequest),
     /// Exit now, cleanly.
     Exit,
-}
-
-/// How a failure reported by the worker is to be understood.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FailureClass {
-    /// The input (audio) is bad; the model is fine.
-    Input,
-    /// The model could not be loaded.
-    Load,
-    /// The model ran out of memory: the worker's cap (an allocation failed).
-    OutOfMemory,
-    /// Anything else (inference, output, parameters).
-    Task,
-    /// The worker could not understand the orchestrator.
-    Protocol,
-}
-
-impl FailureClass {
-    fn code(self) -> u8 {
-        match self {
-            FailureClass::Input => 0,
-            FailureClass::Load => 1,
-            FailureClass::OutOfMemory => 2,
-            FailureClass::Task => 3,
-            FailureClass::Protocol => 4,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => FailureClass::Input,
-            1 => FailureClass::Load,
-            2 => FailureClass::OutOfMemory,
-            3 => FailureClass::Task,
-            4 => FailureClass::Protocol,
-            _ => return None,
-        })
-    }
-}
-
-/// The worker's memory at the end of a load, from its own `/proc/self/status`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadReport {
-    /// Session creation time, ms.
-    pub load_ms: f64,
-    /// Worker RSS before the session was created.
-    pub rss_before: Bytes,
-    /// Worker RSS high-water mark during the load.
-    pub peak: Bytes,
-    /// Worker RSS after the load.
-    pub rss_after: Bytes,
 }
 
 /// Worker → orchestrator.

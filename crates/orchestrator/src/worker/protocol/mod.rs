@@ -28,8 +28,9 @@ mod payload;
 
 use std::io;
 
+pub use super::status::{FailureClass, LoadReport};
 pub use framing::{MAX_FRAME, read_frame, write_frame};
-pub use messages::{FailureClass, FromWorker, LoadReport, LoadRequest, RunRequest, ToWorker};
+pub use messages::{FromWorker, LoadRequest, RunRequest, ToWorker};
 
 /// The protocol version both sides must speak; bumped on any change to the layout.
 pub const PROTOCOL_VERSION: u8 = 2;
