@@ -6,7 +6,7 @@ use std::path::Path;
 use masp_budget::Bytes;
 use masp_model_registry::manifest::{ModelKind, ModelSpec};
 use masp_orchestrator::adapter::{ModelAdapter, TaskContext};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::task::{TaskOutput, TaskParams};
 use masp_orchestrator::{Error, Result};
 use masp_testkit::MinimalTestFramework;
@@ -22,12 +22,12 @@ struct LeakingVad;
 const BALLAST_BYTES: usize = 4 << 20;
 
 fn leaking_vad(
-    runtime: &Runtime,
+    admitted: &Admitted<'_>,
     spec: &ModelSpec,
     path: &Path,
     options: SessionOptions,
 ) -> Result<Box<dyn ModelAdapter>> {
-    let session = runtime.session(&spec.name, path, options)?;
+    let session = admitted.session(&spec.name, path, options)?;
     Box::leak(Box::new(session));
     Box::leak(vec![1u8; BALLAST_BYTES].into_boxed_slice());
     Ok(Box::new(LeakingVad))

@@ -14,7 +14,7 @@ use masp_models::embedder::{
     EMBEDDING_DIM, Embedding, SpeakerEmbedder, WINDOW_VALUES, aggregate, cosine,
 };
 use masp_orchestrator::Error;
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 use serde::Deserialize;
 
 /// The brief's bound, per window and per utterance.
@@ -60,12 +60,11 @@ fn two_voices() -> Vec<f32> {
 }
 
 fn load_embedder() -> SpeakerEmbedder {
-    let runtime = Runtime::get().unwrap_or_else(|e| panic!("{e}"));
     let model = assets::SPEAKER_EMBEDDER
         .locate()
         .unwrap_or_else(|e| panic!("{e}"));
     SpeakerEmbedder::load(
-        runtime,
+        &masp_testkit::memory::admitted(),
         "speaker-embedder",
         &model,
         SessionOptions::default(),
@@ -297,11 +296,11 @@ fn too_short_input_is_refused_and_short_input_is_padded() {
 
 #[test]
 fn a_model_with_another_interface_is_refused() {
-    let runtime = Runtime::get().unwrap_or_else(|e| panic!("{e}"));
     let silero = assets::SILERO_VAD
         .locate()
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = SpeakerEmbedder::load(runtime, "silero-vad", &silero, SessionOptions::default())
+    let admitted = masp_testkit::memory::admitted();
+    let err = SpeakerEmbedder::load(&admitted, "silero-vad", &silero, SessionOptions::default())
         .unwrap_err();
     assert!(matches!(err, Error::ModelInterface { .. }), "{err}");
     assert!(err.to_string().contains("mel_window"), "{err}");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use masp_model_registry::assets;
 use masp_models::silero::{FRAME_SAMPLES, SileroVad};
 use masp_models::vad::{SpeechSegment, VadParams, detect_speech, frame_agreement};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -53,9 +53,14 @@ fn sequence_vad() -> SileroVad {
 }
 
 fn load(asset: &assets::Asset) -> SileroVad {
-    let runtime = Runtime::get().unwrap_or_else(|e| panic!("{e}"));
     let model = asset.locate().unwrap_or_else(|e| panic!("{e}"));
-    SileroVad::load(runtime, asset.id, &model, SessionOptions::default()).unwrap()
+    SileroVad::load(
+        &masp_testkit::memory::admitted(),
+        asset.id,
+        &model,
+        SessionOptions::default(),
+    )
+    .unwrap()
 }
 
 fn check_file(file: &str, name: &str) -> f64 {

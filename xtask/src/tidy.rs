@@ -1104,7 +1104,13 @@ fn module_graph_ignores_comments_literals_tests_and_inline_modules() {
 fn runtime_session_is_not_pub() {
     let path = root().join("crates/orchestrator/src/runtime.rs");
     let code = library_code(&read(&path));
-    let defs = find_token(&code, "fn session");
+    // `Runtime`'s own methods (Admitted::session, which needs a reservation, is checked below).
+    let start = code.find("impl Runtime {").unwrap_or(0);
+    let end = code[start..].find("\n}\n").map_or(code.len(), |i| start + i);
+    let defs: Vec<usize> = find_token(&code, "fn session")
+        .into_iter()
+        .filter(|&at| (start..end).contains(&at))
+        .collect();
     assert!(
         !defs.is_empty(),
         "{}: no `fn session` any more: point this test at the method that creates sessions",
@@ -1132,33 +1138,53 @@ fn runtime_session_is_not_pub() {
 }
 
 #[test]
-fn sessions_are_created_only_in_the_orchestrator() {
-    let root = root();
-    let orchestrator = root.join("crates/orchestrator/src");
+fn sessions_outside_the_orchestrator_need_a_reservation() {
+    // `Runtime::session` is crate-private (the test above), so outside the orchestrator the
+    // compiler allows only `Admitted::session`; what is left to check is that an `Admitted` can
+    // only be made from a reservation: every public function of `impl Admitted` that returns
+    // one takes a `&Reservation` (the orchestrator's own constructor for workers is
+    // `pub(crate)`).
+    let path = root().join("crates/orchestrator/src/runtime.rs");
+    let code = library_code(&read(&path));
+    let Some(start) = find_token(&code, "impl<'a> Admitted<'a>").into_iter().next() else {
+        panic!(
+            "{}: no `impl<'a> Admitted<'a>`: point this test at the type that admits sessions",
+            rel(&path)
+        );
+    };
+    let body_end = code[start..].find("\n}\n").map_or(code.len(), |i| start + i);
+    let body = &code[start..body_end];
     let mut problems = Vec::new();
-    for path in rust_files(&root) {
-        if path.starts_with(&orchestrator) {
+    let mut constructors = 0;
+    for (offset, line) in body.lines().scan(0, |at, l| {
+        let here = *at;
+        *at += l.len() + 1;
+        Some((here, l))
+    }) {
+        let line = line.trim_start();
+        if !line.starts_with("pub fn ") {
             continue;
         }
-        let text = read(&path);
-        let code = library_code(&text);
-        let calls = find_token(&code, ".session").into_iter().filter(|&at| {
-            code[at + ".session".len()..]
-                .trim_start()
-                .starts_with(['(', ':'])
-        });
-        for at in calls.chain(find_token(&code, "Runtime::session")) {
-            let line = line_of(&code, at);
-            let source = text.lines().nth(line - 1).unwrap_or_default().trim();
-            problems.push(format!("{}:{line}: `{source}`", rel(&path)));
+        let signature_end = body[offset..].find('{').map_or(body.len(), |i| offset + i);
+        let signature = &body[offset..signature_end];
+        if !signature.contains("-> Self") {
+            continue;
+        }
+        constructors += 1;
+        if !signature.contains("&'a Reservation") && !signature.contains("&Reservation") {
+            problems.push(format!(
+                "{}:{}: `{}` makes an Admitted without a reservation",
+                rel(&path),
+                line_of(&code, start + offset),
+                line.trim_end_matches('{').trim()
+            ));
         }
     }
+    assert!(constructors > 0, "{}: Admitted has no public constructor", rel(&path));
     report(
-        "ONNX Runtime sessions created outside crates/orchestrator/src (Runtime::session is the \
-         workspace's only method named `session`)",
+        "ONNX Runtime sessions that a budget did not admit",
         &problems,
-        "create the session inside the orchestrator's load path (a reservation held), and give \
-         adapters and tools the loaded model instead of the runtime",
+        "take the reservation that admits the load as a parameter",
     );
 }
 

@@ -215,8 +215,14 @@ fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Resul
         report.bytes_moved,
         report.tensors_moved
     );
-    // Measure both layouts the way masp loads them: the lean one without pre-packing.
-    let runtime = masp_orchestrator::runtime::Runtime::get()?;
+    // Measure both layouts the way masp loads them: the lean one without pre-packing, one at a
+    // time, under a reservation of the original's load.
+    let mut session = Session::start(common)?;
+    let reservation = session.orchestrator.reserve_loads(name, 1)?;
+    let admitted = masp_orchestrator::runtime::Admitted::by(
+        masp_orchestrator::runtime::Runtime::get()?,
+        &reservation,
+    );
     let measure = |path: &std::path::Path, prepacking: bool| -> anyhow::Result<(f64, Bytes)> {
         masp_budget::trim::release_freed_memory();
         probe::reset_peak_rss();
@@ -226,17 +232,19 @@ fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::Resul
             intra_op_threads: 1,
             prepacking,
         };
-        let session = runtime.session(name, path, options)?;
+        let loaded = admitted.session(name, path, options)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let peak = probe::process_peak_rss()
             .unwrap_or_default()
             .saturating_sub(before);
-        drop(session);
+        drop(loaded);
         masp_budget::trim::release_freed_memory();
         Ok((ms, peak))
     };
     let (ms_before, peak_before) = measure(&src, true)?;
     let (ms_after, peak_after) = measure(&dst, false)?;
+    drop(reservation);
+    session.finish()?;
     println!(
         "load: {ms_before:.1} ms, peak +{peak_before} (original) → {ms_after:.1} ms, peak +{peak_after} (lean)"
     );
@@ -276,8 +284,14 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
         exclude: args.exclude.to_vec(),
     };
     let started = Instant::now();
+    // The float model and a copy (calibration, then the int8 model beside the float one).
+    let mut session = Session::start(common)?;
+    let reservation = session.orchestrator.reserve_loads(name, 2)?;
     let setup = masp_models::quantize::VadCalibration {
-        runtime: masp_orchestrator::runtime::Runtime::get()?,
+        admitted: masp_orchestrator::runtime::Admitted::by(
+            masp_orchestrator::runtime::Runtime::get()?,
+            &reservation,
+        ),
         name,
         model: &model,
         work_dir: &dir,
@@ -314,7 +328,10 @@ fn quantize(common: &Common, name: &str, args: &QuantizeArgs<'_>) -> anyhow::Res
         }
         failed
     };
-    let installed = match install_vad_int8(&setup, &src, args.calibrate, args.check, &dst) {
+    let installed = install_vad_int8(&setup, &src, args.calibrate, args.check, &dst);
+    drop(reservation);
+    session.finish()?;
+    let installed = match installed {
         Ok(installed) => installed,
         Err(e) => {
             if let InstallError::Disagrees { checked, .. }

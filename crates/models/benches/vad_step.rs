@@ -11,7 +11,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use masp_model_registry::assets;
 use masp_models::silero::SileroVad;
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 
 /// 2 s of 16 kHz pseudo-speech: a few harmonics under a slow envelope, plus noise.
 fn block() -> Vec<f32> {
@@ -31,7 +31,7 @@ fn block() -> Vec<f32> {
 }
 
 fn vad_step(c: &mut Criterion) {
-    let runtime = Runtime::get().expect("ONNX Runtime (cargo xtask setup)");
+    let admitted = masp_testkit::memory::admitted();
     let samples = block();
     let mut group = c.benchmark_group("vad_step_2s");
     group.throughput(Throughput::Elements(samples.len() as u64));
@@ -41,7 +41,7 @@ fn vad_step(c: &mut Criterion) {
     ] {
         let path = asset.locate().expect("asset present (cargo xtask setup)");
         let mut vad =
-            SileroVad::load(runtime, name, &path, SessionOptions::default()).expect("loads");
+            SileroVad::load(&admitted, name, &path, SessionOptions::default()).expect("loads");
         let mut out = Vec::with_capacity(128);
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -9,14 +9,14 @@
 use masp_budget::{Budget, BudgetConfig, Bytes, probe, trim};
 use masp_model_registry::manifest::Registry;
 use masp_orchestrator::SequentialOrchestrator;
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("orch", String::as_str);
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     let path = masp_model_registry::assets::SILERO_VAD.locate().unwrap();
-    let runtime = Runtime::get().unwrap();
+    let admitted = masp_testkit::memory::admitted();
     let mut orch = SequentialOrchestrator::builder(
         Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(4))),
         Registry::builtin(),
@@ -27,7 +27,7 @@ fn main() {
     for i in 0..=n {
         if mode == "bare" {
             drop(
-                runtime
+                admitted
                     .session("silero-vad", &path, SessionOptions::default())
                     .unwrap(),
             );

@@ -21,7 +21,7 @@ use std::time::Instant;
 use masp_budget::{Budget, BudgetConfig, Bytes, trim};
 use masp_model_registry::manifest::Registry;
 use masp_orchestrator::SequentialOrchestrator;
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 use masp_testkit::synthetic::{self, Layout, WeightsModel};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,7 +83,7 @@ fn main() {
     std::fs::write(&manifest_path, manifest).unwrap();
     let mut registry = Registry::builtin();
     registry.add_manifest(&manifest_path).unwrap();
-    let runtime = Runtime::get().unwrap();
+    let admitted = masp_testkit::memory::admitted();
     let mut orch = SequentialOrchestrator::builder(
         Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(8))),
         registry,
@@ -132,7 +132,7 @@ fn main() {
                 intra_op_threads: 1,
                 prepacking,
             };
-            drop(runtime.session(name, path, options).unwrap());
+            drop(admitted.session(name, path, options).unwrap());
             trim::release_freed_memory();
             bare.push(started.elapsed().as_secs_f64() * 1e3);
             let started = Instant::now();

@@ -13,7 +13,7 @@ use std::time::Instant;
 use masp_model_registry::assets::{self, Asset};
 use masp_models::silero::SileroVad;
 use masp_models::vad::{VadParams, detect_speech};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 
 fn main() {
     let path = std::env::args().nth(1).expect("usage: vad_floor FILE");
@@ -25,10 +25,10 @@ fn main() {
         .max(1);
     let (_, samples) = masp_audio::read_mono(path, 16_000).unwrap();
     let audio_s = samples.len() as f64 / 16_000.0;
-    let runtime = Runtime::get().unwrap();
+    let admitted = masp_testkit::memory::admitted();
     let load = |asset: &Asset| {
         SileroVad::load(
-            runtime,
+            &admitted,
             asset.id,
             &asset.locate().unwrap(),
             SessionOptions::default(),

@@ -23,7 +23,7 @@ use masp_audio::features::{LogMel, LogMelConfig, MelWindower};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 pub use masp_orchestrator::task::{EMBEDDING_DIM, Embedding};
 use masp_orchestrator::{Error, Result};
 
@@ -68,12 +68,12 @@ impl SpeakerEmbedder {
     /// [`Error::Load`] if ONNX Runtime refuses the file, [`Error::ModelInterface`] if it lacks the
     /// input `mel_window` `[batch, 80, 40]` or the output `embedding` `[batch, 256]`.
     pub fn load(
-        runtime: &Runtime,
+        admitted: &Admitted<'_>,
         name: &str,
         path: &Path,
         options: SessionOptions,
     ) -> Result<Self> {
-        let session = runtime.session(name, path, options)?;
+        let session = admitted.session(name, path, options)?;
         check_interface(name, &session)?;
         // The default recipe is valid by construction; a failure here is a masp bug, reported
         // rather than panicked on.

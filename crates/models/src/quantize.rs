@@ -22,7 +22,7 @@ use crate::silero::{
     CONTEXT_SAMPLES, FRAME_SAMPLES, SAMPLE_RATE_HZ, SileroVad, fill_sequence_rows,
 };
 use crate::vad::{self, VadParams};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::{Error, Result};
 
 /// The lowest segment agreement with the float model at which a quantised VAD is accepted.
@@ -47,8 +47,9 @@ pub struct Calibration {
 /// What calibrating and quantising a VAD needs besides the audio.
 #[derive(Debug, Clone, Copy)]
 pub struct VadCalibration<'a> {
-    /// The runtime that runs the float model.
-    pub runtime: &'a Runtime,
+    /// The sessions' admission: a reservation of the caller's for the float model and its
+    /// calibration copy (about three times the model file).
+    pub admitted: Admitted<'a>,
     /// The model's name, in errors and in the temporary file's name.
     pub name: &'a str,
     /// The float model: silero's sequence export.
@@ -70,7 +71,7 @@ pub struct VadCalibration<'a> {
 /// that cannot be decoded, [`Error::Inference`] from ONNX Runtime.
 pub fn calibrate_vad(setup: &VadCalibration<'_>, files: &[PathBuf]) -> Result<Calibration> {
     let VadCalibration {
-        runtime,
+        admitted,
         name,
         model,
         work_dir,
@@ -80,7 +81,7 @@ pub fn calibrate_vad(setup: &VadCalibration<'_>, files: &[PathBuf]) -> Result<Ca
     let tensors = calibration_tensors(model, options)?;
     let instrumented = work_dir.join(format!(".{name}.calibrate.onnx"));
     write_model(&instrumented, &with_outputs(model, &tensors))?;
-    let session = runtime.session(name, &instrumented, SessionOptions::default());
+    let session = admitted.session(name, &instrumented, SessionOptions::default());
     let _ = std::fs::remove_file(&instrumented);
     let mut session = session?;
     let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
@@ -190,14 +191,14 @@ pub struct VadComparison {
 /// [`Error::Load`] when a model cannot be loaded; per file, [`Error::Audio`] naming a file that
 /// cannot be decoded and [`Error::Inference`] from ONNX Runtime.
 pub fn compare_vad(
-    runtime: &Runtime,
+    admitted: &Admitted<'_>,
     float: &Path,
     quantized: &Path,
     paths: &[PathBuf],
 ) -> Result<Vec<Result<VadComparison>>> {
     let params = VadParams::default();
-    let mut float_vad = SileroVad::load(runtime, "float", float, SessionOptions::default())?;
-    let mut int8_vad = SileroVad::load(runtime, "int8", quantized, SessionOptions::default())?;
+    let mut float_vad = SileroVad::load(admitted, "float", float, SessionOptions::default())?;
+    let mut int8_vad = SileroVad::load(admitted, "int8", quantized, SessionOptions::default())?;
     let run = |vad: &mut SileroVad, path: &Path| -> Result<(vad::VadOutcome, Duration)> {
         let started = Instant::now();
         let outcome = vad::detect_speech(vad, path, &params)?;
@@ -296,7 +297,7 @@ pub fn install_vad_int8(
         .join(format!(".{file_name}.{}.checking", std::process::id()));
     write_model(&pending, &quantized).map_err(Error::from)?;
     let check = if check.is_empty() { calibrate } else { check };
-    let compared = compare_vad(setup.runtime, float, &pending, check);
+    let compared = compare_vad(&setup.admitted, float, &pending, check);
     let refuse = |e: InstallError| {
         let _ = std::fs::remove_file(&pending);
         Err(e)

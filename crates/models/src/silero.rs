@@ -15,7 +15,7 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::{Error, Result};
 
 /// Samples per frame at 16 kHz (32 ms).
@@ -87,12 +87,12 @@ impl SileroVad {
     /// [`Error::Load`] if ONNX Runtime refuses the file, [`Error::ModelInterface`] if it lacks the
     /// inputs `input`, `state`, `sr` or the outputs `output`, `stateN`.
     pub fn load(
-        runtime: &Runtime,
+        admitted: &Admitted<'_>,
         name: &str,
         path: &Path,
         options: SessionOptions,
     ) -> Result<Self> {
-        let session = runtime.session(name, path, options)?;
+        let session = admitted.session(name, path, options)?;
         let has = |names: &[&str], list: &[&str]| names.iter().all(|n| list.contains(n));
         let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();

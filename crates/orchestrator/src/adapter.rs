@@ -12,7 +12,7 @@ use std::path::Path;
 
 use masp_model_registry::manifest::{ModelKind, ModelSpec};
 
-use crate::runtime::{Runtime, SessionOptions};
+use crate::runtime::{Admitted, SessionOptions};
 use crate::task::{TaskOutput, TaskParams};
 use crate::{Error, Result};
 
@@ -83,7 +83,7 @@ pub trait ModelAdapter: Send + std::fmt::Debug {
 
 /// Loads a model of one kind and wraps it in its adapter.
 pub type AdapterConstructor =
-    fn(&Runtime, &ModelSpec, &Path, SessionOptions) -> Result<Box<dyn ModelAdapter>>;
+    fn(&Admitted<'_>, &ModelSpec, &Path, SessionOptions) -> Result<Box<dyn ModelAdapter>>;
 
 /// Maps model kinds to adapter constructors.
 #[derive(Debug, Clone, Default)]
@@ -115,7 +115,7 @@ impl AdapterRegistry {
     /// [`Error::ModelInterface`] when no adapter handles the kind; the constructor's errors.
     pub fn load(
         &self,
-        runtime: &Runtime,
+        admitted: &Admitted<'_>,
         spec: &ModelSpec,
         path: &Path,
         options: SessionOptions,
@@ -134,6 +134,6 @@ impl AdapterRegistry {
                             .collect::<Vec<_>>()
                     ),
                 })?;
-        constructor(runtime, spec, path, options)
+        constructor(admitted, spec, path, options)
     }
 }

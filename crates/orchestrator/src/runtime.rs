@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use masp_budget::{Bytes, trim};
+use masp_budget::{Bytes, Reservation, trim};
 
 use masp_model_registry::assets;
 use ort::environment::Environment;
@@ -127,11 +127,18 @@ impl Runtime {
         &self.dylib_path
     }
 
-    /// Create a session for the model file at `path`, named `model` in errors.
+    /// Create a session for the model file at `path`, named `model` in errors. Crate-private:
+    /// outside the orchestrator a session is created through [`Admitted`], which proves the
+    /// load was admitted by a budget.
     ///
     /// # Errors
     /// [`Error::Load`] with ONNX Runtime's reason.
-    pub fn session(&self, model: &str, path: &Path, options: SessionOptions) -> Result<Session> {
+    pub(crate) fn session(
+        &self,
+        model: &str,
+        path: &Path,
+        options: SessionOptions,
+    ) -> Result<Session> {
         let load_err = |reason: String| Error::Load {
             model: model.to_string(),
             path: path.to_path_buf(),
@@ -148,6 +155,57 @@ impl Runtime {
             .commit_from_file(path)
             .map_err(|e| load_err(e.to_string()))
             .inspect(|_| SESSION_CREATED.store(true, Ordering::Relaxed))
+    }
+}
+
+/// The proof that a load was admitted by a budget, and the only way to create an ONNX Runtime
+/// session outside the orchestrator.
+///
+/// The orchestrator hands one to an adapter's constructor while it holds the load's
+/// [`Reservation`]; a tool that loads a model itself (a calibration, a comparison) makes one
+/// with [`Admitted::by`] from a reservation of its own, held as long as the sessions live. So
+/// no session exists whose memory a budget did not admit first.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted<'a> {
+    runtime: &'a Runtime,
+}
+
+impl<'a> Admitted<'a> {
+    /// Sessions admitted by `reservation`: hold it while they live.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use masp_budget::{Budget, BudgetConfig, Bytes};
+    /// use masp_orchestrator::runtime::{Admitted, Runtime, SessionOptions};
+    ///
+    /// let budget = Budget::new(BudgetConfig::default().with_limit(Bytes::from_gib(1)));
+    /// let reservation = budget.try_reserve(Bytes::from_mib(64), "my model")?;
+    /// let admitted = Admitted::by(Runtime::get()?, &reservation);
+    /// let session = admitted.session("my model", "model.onnx".as_ref(), SessionOptions::default())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn by(runtime: &'a Runtime, reservation: &'a Reservation) -> Self {
+        let _proof = reservation;
+        Self { runtime }
+    }
+
+    /// In a worker process: the orchestrator that started it holds the reservation.
+    pub(crate) fn in_worker(runtime: &'a Runtime) -> Self {
+        Self { runtime }
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &'a Runtime {
+        self.runtime
+    }
+
+    /// Create a session for the model file at `path`, named `model` in errors.
+    ///
+    /// # Errors
+    /// [`Error::Load`] with ONNX Runtime's reason.
+    pub fn session(&self, model: &str, path: &Path, options: SessionOptions) -> Result<Session> {
+        self.runtime.session(model, path, options)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use masp_audio::{ChunkStream, StreamOptions};
 use masp_model_registry::manifest::ModelSpec;
 use masp_orchestrator::adapter::{ModelAdapter, TaskContext};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::task::{
     EMBEDDING_DIM, Embedding, RangeEmbedding, TaskOutput, TaskParams, WrittenTensor,
 };
@@ -27,13 +27,13 @@ impl EmbedAdapter {
     /// # Errors
     /// The session's load errors; [`Error::ModelInterface`] when the model does not fit.
     pub fn load(
-        runtime: &Runtime,
+        admitted: &Admitted<'_>,
         spec: &ModelSpec,
         path: &Path,
         options: SessionOptions,
     ) -> Result<Box<dyn ModelAdapter>> {
         Ok(Box::new(Self {
-            embedder: SpeakerEmbedder::load(runtime, &spec.name, path, options)?,
+            embedder: SpeakerEmbedder::load(admitted, &spec.name, path, options)?,
         }))
     }
 

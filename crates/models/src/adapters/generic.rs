@@ -5,7 +5,7 @@ use std::path::Path;
 use masp_audio::{ChunkStream, StreamOptions};
 use masp_model_registry::manifest::{GenericSpec, ModelSpec};
 use masp_orchestrator::adapter::{ModelAdapter, TaskContext};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::task::{ResultFiles, TaskOutput, TaskParams, WrittenTensor};
 use masp_orchestrator::{Error, Result};
 use ort::session::Session;
@@ -29,7 +29,7 @@ impl GenericAdapter {
     /// # Errors
     /// The session's load errors; [`Error::ModelInterface`] when the model does not fit.
     pub fn load(
-        runtime: &Runtime,
+        admitted: &Admitted<'_>,
         spec: &ModelSpec,
         path: &Path,
         options: SessionOptions,
@@ -38,7 +38,7 @@ impl GenericAdapter {
             model: spec.name.clone(),
             reason: "a generic model needs a [model.generic] table".into(),
         })?;
-        let session = runtime.session(&spec.name, path, options)?;
+        let session = admitted.session(&spec.name, path, options)?;
         let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         if !inputs.contains(&generic.input.as_str()) {
             return Err(Error::ModelInterface {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use masp_model_registry::manifest::ModelSpec;
 use masp_orchestrator::adapter::{ModelAdapter, TaskContext};
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::task::{TaskOutput, TaskParams};
 use masp_orchestrator::{Error, Result};
 
@@ -23,13 +23,13 @@ impl VadAdapter {
     /// # Errors
     /// The session's load errors; [`Error::ModelInterface`] when the model does not fit.
     pub fn load(
-        runtime: &Runtime,
+        admitted: &Admitted<'_>,
         spec: &ModelSpec,
         path: &Path,
         options: SessionOptions,
     ) -> Result<Box<dyn ModelAdapter>> {
         Ok(Box::new(Self {
-            vad: SileroVad::load(runtime, &spec.name, path, options)?,
+            vad: SileroVad::load(admitted, &spec.name, path, options)?,
         }))
     }
 }

@@ -7,7 +7,7 @@ use masp_models::quantize::{
     DEFAULT_PERCENTILE, MIN_AGREEMENT, VadCalibration, compare_vad, install_vad_int8,
 };
 use masp_models::silero::SileroVad;
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::SessionOptions;
 
 use crate::common::{sample, serial};
 
@@ -19,7 +19,7 @@ fn setup<'a>(
     options: &'a QuantizeOptions,
 ) -> VadCalibration<'a> {
     VadCalibration {
-        runtime: Runtime::get().unwrap(),
+        admitted: masp_testkit::memory::admitted(),
         name,
         model,
         work_dir: dir,
@@ -31,7 +31,6 @@ fn setup<'a>(
 #[test]
 fn the_int8_sequence_vad_agrees_with_the_float_one_on_other_audio() {
     let _serial = serial();
-    let runtime = Runtime::get().unwrap();
     let float = assets::SILERO_VAD_SEQUENCE.locate().unwrap();
     let model = read_model(&float).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -64,9 +63,10 @@ fn the_int8_sequence_vad_agrees_with_the_float_one_on_other_audio() {
         .collect();
     assert_eq!(left, std::slice::from_ref(&path));
     // The same interface: it loads as silero's sequence export.
-    let vad = SileroVad::load(runtime, "int8", &path, SessionOptions::default()).unwrap();
+    let admitted = masp_testkit::memory::admitted();
+    let vad = SileroVad::load(&admitted, "int8", &path, SessionOptions::default()).unwrap();
     assert!(vad.is_sequence());
-    let mut compared = compare_vad(runtime, &float, &path, &[sample("two_voices.wav")]).unwrap();
+    let mut compared = compare_vad(&admitted, &float, &path, &[sample("two_voices.wav")]).unwrap();
     let c = compared.pop().unwrap().unwrap();
     eprintln!(
         "int8 vs float on two_voices.wav: agreement {:.4}, segments {:?}",

@@ -2,18 +2,18 @@
 
 use std::path::Path;
 
-use masp_orchestrator::runtime::{Runtime, SessionOptions};
+use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-/// The process-wide ONNX Runtime; panics with the fix when it is missing.
-pub fn runtime() -> &'static Runtime {
-    Runtime::get().unwrap_or_else(|e| panic!("{e}"))
+/// The admission of the sessions these tests create.
+pub fn admitted() -> Admitted<'static> {
+    masp_testkit::memory::admitted()
 }
 
 /// A session for the model at `path`, with masp's default options.
 pub fn session(path: &Path) -> Session {
-    runtime()
+    admitted()
         .session("synthetic", path, SessionOptions::default())
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -10,7 +10,7 @@ use masp_testkit::synthetic::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::sessions::{run_x, runtime, session};
+use crate::sessions::{admitted, run_x, session};
 
 fn spec(weight_bytes: u64, layout: Layout, name: &str) -> WeightsModel {
     WeightsModel {
@@ -143,7 +143,7 @@ fn faulty_model_passes_metadata_but_fails_in_onnx_runtime() {
     let path = faulty_model(dir.path()).unwrap();
     let meta = OnnxMetadata::read(&path).unwrap();
     assert_eq!(meta.inputs.len(), 1);
-    let err = runtime()
+    let err = admitted()
         .session("faulty", &path, SessionOptions::default())
         .unwrap_err();
     assert!(
@@ -164,7 +164,7 @@ fn corrupt_model_is_a_typed_error_before_onnx_runtime() {
     );
     // ONNX Runtime rejects it too, but only as an untyped message.
     assert!(
-        runtime()
+        admitted()
             .session("corrupt", &path, SessionOptions::default())
             .is_err()
     );

@@ -60,6 +60,20 @@ impl SequentialOrchestrator {
 
     /// Reserve `bytes` for loading `name`: evict while the ledger is full, and when the system
     /// is short of memory evict everything and wait a bounded time.
+    /// Reserve what `copies` loads of `name` take, estimated as for the orchestrator's own
+    /// loads, for a caller that creates sessions itself through
+    /// [`Admitted::by`](crate::runtime::Admitted::by) (a calibration, a comparison, a
+    /// measurement). Hold the reservation while the sessions live.
+    ///
+    /// # Errors
+    /// [`Error::UnknownModel`], verification errors, and the budget's refusal.
+    pub fn reserve_loads(&mut self, name: &str, copies: u64) -> Result<Reservation> {
+        let prepared = self.prepare(name)?;
+        let one = self.load_reservation(&prepared);
+        let needed = Bytes::new(one.get().saturating_mul(copies.max(1)));
+        self.admit(name, needed)
+    }
+
     pub(super) fn admit(&mut self, name: &str, bytes: Bytes) -> Result<Reservation> {
         let purpose = format!("load {name}");
         let started = Instant::now();

@@ -13,7 +13,7 @@ use super::measure::rss;
 use super::model::{Prepared, Resident};
 use crate::Result;
 use crate::adapter::ModelAdapter;
-use crate::runtime::SessionOptions;
+use crate::runtime::{Admitted, SessionOptions};
 use crate::worker::protocol::LoadRequest;
 use crate::worker::{WorkerAdapter, WorkerStatus};
 
@@ -104,7 +104,7 @@ impl SequentialOrchestrator {
         let isolation = self.isolation_for(&prepared.spec);
         let first_in_process = self.is_first_session(&prepared.spec);
         let loaded = match isolation {
-            Isolation::InProcess => self.load_in_process(&prepared, options),
+            Isolation::InProcess => self.load_in_process(&prepared, options, &reservation),
             Isolation::Process => self.spawn_worker(&prepared, options, reservation.bytes()),
         };
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -158,9 +158,11 @@ impl SequentialOrchestrator {
         &self,
         prepared: &Prepared,
         options: SessionOptions,
+        reservation: &Reservation,
     ) -> Result<Box<dyn ModelAdapter>> {
+        let admitted = Admitted::by(self.runtime, reservation);
         self.adapters
-            .load(self.runtime, &prepared.spec, &prepared.path, options)
+            .load(&admitted, &prepared.spec, &prepared.path, options)
     }
 
     /// Process isolation: spawn a worker that loads the model, capped from `reserved` (the

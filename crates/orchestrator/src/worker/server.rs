@@ -15,7 +15,7 @@ use super::protocol::{
 };
 use crate::Error;
 use crate::adapter::{AdapterRegistry, ModelAdapter, TaskContext};
-use crate::runtime::{Runtime, SessionOptions};
+use crate::runtime::{Admitted, Runtime, SessionOptions};
 
 /// The largest chunk a worker accepts, in samples.
 const MAX_CHUNK_SAMPLES: u64 = 1 << 24;
@@ -175,7 +175,8 @@ fn load_model(
     probe::reset_peak_rss();
     let rss_before = rss();
     let started = Instant::now();
-    let adapter = adapters.load(runtime, &spec, &load.path, options)?;
+    // The orchestrator that started this worker holds the load's reservation.
+    let adapter = adapters.load(&Admitted::in_worker(runtime), &spec, &load.path, options)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let rss_after = rss();
     let peak = probe::process_peak_rss()
