@@ -16,12 +16,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Args;
 use masp_budget::Bytes;
 use masp_model_registry::manifest::Isolation;
 use serde::Deserialize;
 
-use crate::context::Common;
+use crate::flags::Common;
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +168,9 @@ impl Settings {
             s.budget.over(Some(Some(b)), from_file());
         }
         if let Some(text) = &defaults.isolation {
-            let i = crate::context::parse_isolation(text).map_err(|e| bad_file("isolation", &e))?;
+            let i = text
+                .parse::<Isolation>()
+                .map_err(|e| bad_file("isolation", &e))?;
             s.isolation.over(Some(i), from_file());
         }
         if let Some(n) = defaults.threads {
@@ -199,7 +200,8 @@ impl Settings {
             s.budget.over(Some(Some(b)), Source::Env("MASP_BUDGET"));
         }
         if let Some(v) = env("MASP_ISOLATION") {
-            let i = crate::context::parse_isolation(&v)
+            let i = v
+                .parse::<Isolation>()
                 .map_err(|e| bad_env("MASP_ISOLATION", &v, &e))?;
             s.isolation.over(Some(i), Source::Env("MASP_ISOLATION"));
         }
@@ -284,83 +286,6 @@ fn read_defaults(path: &Path) -> anyhow::Result<FileDefaults> {
     let file: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
     Ok(file.defaults)
-}
-
-/// Flags of `masp config`.
-#[derive(Debug, Args)]
-pub struct ConfigArgs {
-    #[command(subcommand)]
-    command: ConfigCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum ConfigCommand {
-    /// Print the effective configuration and where each value came from.
-    Show {
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-/// `masp config show`.
-pub fn run(args: &ConfigArgs) -> anyhow::Result<crate::Outcome> {
-    let ConfigCommand::Show { common } = &args.command;
-    let s = Settings::resolve(common)?;
-    let budget = crate::context::budget_for(&s);
-    println!(
-        "{:<14} {}",
-        "config file",
-        s.file.as_ref().map_or_else(
-            || "none (./masp.toml absent)".to_owned(),
-            |p| p.display().to_string()
-        )
-    );
-    let row = |name: &str, value: String, source: &Source| {
-        println!("{name:<14} {value:<28} {source}");
-    };
-    row(
-        "budget",
-        s.budget
-            .value
-            .map_or_else(|| "16 GiB".to_owned(), |b| b.to_string()),
-        &s.budget.source,
-    );
-    println!("{:<14} {}", "  effective", budget.describe());
-    row(
-        "isolation",
-        s.isolation.value.to_string(),
-        &s.isolation.source,
-    );
-    row("threads", s.threads.value.to_string(), &s.threads.source);
-    row(
-        "max_resident",
-        s.max_resident.value.to_string(),
-        &s.max_resident.source,
-    );
-    row(
-        "format",
-        s.format
-            .value
-            .clone()
-            .unwrap_or_else(|| "each command's own".to_owned()),
-        &s.format.source,
-    );
-    let registry = crate::context::registry(common)?;
-    for spec in registry.models() {
-        let origin = match &spec.source {
-            masp_model_registry::manifest::ModelSource::Asset(_) => "built-in".to_owned(),
-            masp_model_registry::manifest::ModelSource::File(p) => p.display().to_string(),
-        };
-        println!(
-            "{:<14} {:<28} {}{}",
-            "model",
-            spec.name,
-            origin,
-            spec.isolation
-                .map_or_else(String::new, |i| format!(" (isolation {i})"))
-        );
-    }
-    Ok(crate::Outcome::AllSucceeded)
 }
 
 #[cfg(test)]

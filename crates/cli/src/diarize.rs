@@ -13,7 +13,8 @@ use masp_run::run_dir::RunDir;
 use masp_run::stages::{self, Ranges, StageKeys, Stages};
 
 use crate::Outcome;
-use crate::context::{Common, Session};
+use crate::context::Session;
+use crate::flags::Common;
 use crate::progress::Shown;
 
 /// Flags of `masp diarize`.
@@ -157,7 +158,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     let shard = args.common.shard.resolve()?;
-    let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/diarize", shard);
+    let run_dir = crate::flags::run_dir_for(args.run_dir.as_deref(), "masp-run/diarize", shard);
     let mut run = open_run_dir(&run_dir)?;
     let mut session = Session::start_with(&args.common, settings)?;
     let keys = StageKeys::new(session.orchestrator.registry(), &stages, Ranges::Windows);

@@ -12,7 +12,8 @@ use masp_model_registry::assets::{self, Asset, AssetKind};
 use masp_orchestrator::runtime::Runtime;
 
 use crate::Outcome;
-use crate::context::{self, Common};
+use crate::context;
+use crate::flags::Common;
 
 /// Below this much free disk in the current directory, outputs and `masp models optimize`
 /// copies may not fit (a lean copy of a large model needs as much space as the model).

@@ -14,8 +14,9 @@ use masp_run::job::{Job, failed_inputs};
 use masp_run::stages::{self, Ranges, StageKeys};
 
 use crate::Outcome;
-use crate::context::{Common, Session};
+use crate::context::Session;
 use crate::diarize::{StageArgs, open_run_dir, report_run_dir, shard_jobs};
+use crate::flags::Common;
 use crate::progress::Shown;
 
 /// Flags of `masp embed`.
@@ -60,7 +61,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     let shard = args.common.shard.resolve()?;
-    let run_dir = crate::context::run_dir_for(args.run_dir.as_deref(), "masp-run/embed", shard);
+    let run_dir = crate::flags::run_dir_for(args.run_dir.as_deref(), "masp-run/embed", shard);
     let mut run = open_run_dir(&run_dir)?;
     let mut session = Session::start(&args.common)?;
     let ranges = if args.per_window {

@@ -3,10 +3,13 @@
 
 mod completions;
 mod config;
+mod config_cmd;
 mod context;
 mod diarize;
 mod doctor;
 mod embed;
+mod flags;
+mod model_files;
 mod models;
 mod pipeline;
 mod progress;
@@ -53,7 +56,7 @@ enum Command {
     /// Check this machine: ONNX Runtime, model files, budget, allocator trim, disk, cgroup.
     Doctor(doctor::DoctorArgs),
     /// Show the effective configuration (`masp config show`) and where each value came from.
-    Config(config::ConfigArgs),
+    Config(config_cmd::ConfigArgs),
     /// Write one self-contained HTML page from a `--report DIR`: timeline, models, failures.
     Report(report::ReportArgs),
     /// Check the run directories of a sharded job and combine them into one (`--shard K/N`).
@@ -112,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Doctor(args) => doctor::run(&args),
         Command::Merge(args) => shard::merge(&args),
         Command::Report(args) => report::run(&args),
-        Command::Config(args) => config::run(&args),
+        Command::Config(args) => config_cmd::run(&args),
         Command::Completions(args) => completions::run(&args, Cli::command()),
         // Handled in `main`: its exit code is the protocol's.
         Command::Worker => Ok(Outcome::AllSucceeded),

@@ -7,7 +7,8 @@ use clap::Args;
 use masp_run::pipeline::{self, Pipeline, RunOptions};
 
 use crate::Outcome;
-use crate::context::{Common, Session};
+use crate::context::Session;
+use crate::flags::Common;
 use crate::progress::Shown;
 
 /// Flags of `masp run` and `masp plan`.
@@ -52,7 +53,7 @@ pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     let (pipeline, session) = start(args)?;
     let shard = args.common.shard.resolve()?;
     let files = crate::shard::select(shard, &args.files);
-    let out = crate::context::run_dir_for(args.out.as_deref(), "masp-out", shard);
+    let out = crate::flags::run_dir_for(args.out.as_deref(), "masp-out", shard);
     let tasks: Vec<_> = pipeline
         .tasks(session.orchestrator.registry(), &files, &out)?
         .into_iter()
@@ -82,7 +83,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<Outcome> {
     let (pipeline, mut session) = start(args)?;
     let shard = args.common.shard.resolve()?;
     let files = crate::shard::select(shard, &args.files);
-    let out = crate::context::run_dir_for(args.out.as_deref(), "masp-out", shard);
+    let out = crate::flags::run_dir_for(args.out.as_deref(), "masp-out", shard);
     let shard_run = match shard {
         Some(s) => Some(crate::shard::ShardRun::start(
             &out,

@@ -13,7 +13,8 @@ use masp_run::job::Job;
 use masp_run::stages::{keep_vad, resumed_vad};
 
 use crate::Outcome;
-use crate::context::{Common, Session};
+use crate::context::Session;
+use crate::flags::Common;
 
 /// Flags of `masp vad`.
 #[derive(Debug, Args)]
