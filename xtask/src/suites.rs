@@ -132,9 +132,65 @@ pub fn test_all() -> Result<()> {
         name: "HTML report in headless Chromium",
         command: browser,
     });
+    steps.push(package_step());
+    steps.push(downstream_step());
     steps.extend(sequential_steps());
     steps.extend(memory_steps());
     run_steps("test", steps)
+}
+
+/// `cargo package` of every crate we would publish, each verified by building it from its
+/// packaged sources alone: no file outside its directory, every path dependency versioned.
+///
+/// CI runs on a clean clone, where cargo's own "uncommitted changes" check stays on. A
+/// developer's dirty tree is packaged as it is (`--allow-dirty`), and the step says so.
+fn package_step() -> Step {
+    let mut s = step(
+        "package every publishable crate (cargo package, verified)",
+        &[
+            "package",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "masp-tests",
+            "--quiet",
+        ],
+    );
+    if let Some(changes) = uncommitted_changes() {
+        println!(
+            "package: the work tree has uncommitted changes ({changes} paths in `git status \
+             --porcelain`), so they are packaged with --allow-dirty"
+        );
+        s.command.arg("--allow-dirty");
+    }
+    s
+}
+
+/// How many paths `git status --porcelain` lists, when it lists any. `None` for a clean tree,
+/// and when git cannot tell (no git, not a checkout): then cargo does not check either.
+fn uncommitted_changes() -> Option<usize> {
+    let out = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let n = String::from_utf8_lossy(&out.stdout).lines().count();
+    (n > 0).then_some(n)
+}
+
+/// The projects under `downstream/`, outside the workspace: each built, tested and run against
+/// our crates as a user's project would be (`downstream/check.sh`; one shared target dir).
+fn downstream_step() -> Step {
+    let mut command = Command::new("bash");
+    command
+        .arg(workspace_root().join("downstream/check.sh"))
+        .current_dir(workspace_root());
+    Step {
+        name: "downstream projects (downstream/check.sh)",
+        command,
+    }
 }
 
 /// The first of these browsers on PATH.
@@ -342,6 +398,15 @@ pub fn test_profile() -> Result<()> {
         println!("  {}", dir.display());
     }
     result
+}
+
+pub fn test_package() -> Result<()> {
+    run_steps("test-package", vec![package_step()])
+}
+
+pub fn test_downstream() -> Result<()> {
+    ensure_setup()?;
+    run_steps("test-downstream", vec![downstream_step()])
 }
 
 pub fn test_memory() -> Result<()> {
