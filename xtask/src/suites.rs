@@ -157,6 +157,7 @@ fn package_step() -> Step {
             "--quiet",
         ],
     );
+    forget_unpacked_packages();
     if let Some(changes) = uncommitted_changes() {
         println!(
             "package: the work tree has uncommitted changes ({changes} paths in `git status \
@@ -165,6 +166,39 @@ fn package_step() -> Step {
         s.command.arg("--allow-dirty");
     }
     s
+}
+
+/// Removes cargo's unpacked copies of our packages from earlier `cargo package` runs.
+///
+/// Verification unpacks each dependency from the temporary local registry into
+/// `$CARGO_HOME/registry/src/-<hash>/<name>-<version>` and reuses that directory on the next run
+/// when the version is unchanged, so a crate would be verified against its dependencies' old
+/// sources (a clean CI machine never has them). Only local registries' directories start with
+/// `-`, and only ours hold `masp-*`; cargo unpacks them again from the fresh packages.
+fn forget_unpacked_packages() {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(src) = cargo_home.map(|h| h.join("registry/src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for unpacked in std::fs::read_dir(registry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if unpacked.file_name().to_string_lossy().starts_with("masp-") {
+                let _ = std::fs::remove_dir_all(unpacked.path());
+            }
+        }
+    }
 }
 
 /// How many paths `git status --porcelain` lists, when it lists any. `None` for a clean tree,
