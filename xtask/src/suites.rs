@@ -158,6 +158,7 @@ fn package_step() -> Step {
         ],
     );
     forget_unpacked_packages();
+    forget_verified_builds(&mut s.command);
     if let Some(changes) = uncommitted_changes() {
         println!(
             "package: the work tree has uncommitted changes ({changes} paths in `git status \
@@ -166,6 +167,42 @@ fn package_step() -> Step {
         s.command.arg("--allow-dirty");
     }
     s
+}
+
+/// The crates `cargo package --workspace` packages: verification builds each against the
+/// others' packages.
+const PACKAGED: &[&str] = &[
+    "masp-budget",
+    "masp-profiler",
+    "masp-model-registry",
+    "masp-audio",
+    "masp-orchestrator",
+    "masp-models",
+    "masp-run",
+    "masp-testkit",
+    "masp-cli",
+];
+
+/// Verification builds in a target directory of its own (`<target>/package-verify`), from which
+/// our crates' artifacts are removed first: cargo takes a registry crate of an unchanged version
+/// as unchanged, so it would link the packages being verified against the previous run's
+/// builds of their dependencies. Third-party dependencies stay built.
+fn forget_verified_builds(package: &mut Command) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("package-verify");
+    let mut clean = cargo();
+    clean
+        .args(["clean", "--quiet", "--target-dir"])
+        .arg(&target)
+        .current_dir(workspace_root());
+    for name in PACKAGED {
+        clean.args(["-p", name]);
+    }
+    // A failed clean leaves stale builds, which the verification then reports as it finds them.
+    let _ = clean.status();
+    package.env("CARGO_TARGET_DIR", &target);
 }
 
 /// Removes cargo's unpacked copies of our packages from earlier `cargo package` runs.
