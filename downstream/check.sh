@@ -3,10 +3,22 @@
 # crates by path as a user would), plus each project's own dependency checks.
 #
 # Needs the asset cache (`cargo xtask setup`): the model comes from GUARD_ONNX_MODEL, else
-# $MASP_HOME (default ~/.cache/masp). Set CARGO_TARGET_DIR to share one build directory.
+# $MASP_HOME (default ~/.cache/masp).
+#
+# All projects build into one target directory, so our crates and the dependencies the projects
+# share are compiled once (and CI caches one directory): DOWNSTREAM_TARGET_DIR, else
+# `downstream/` under the workspace's target directory ($CARGO_TARGET_DIR, default target/).
+# Kept apart from the workspace's own artifacts: each project has its own Cargo.lock and
+# profile, which would otherwise churn the workspace's cache.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+target="${DOWNSTREAM_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/downstream}"
+# Each project builds from its own directory: a relative path must not mean one per project.
+[[ "$target" = /* ]] || target="$PWD/$target"
+export CARGO_TARGET_DIR="$target"
+echo "check.sh: building in $CARGO_TARGET_DIR"
 masp_home="${MASP_HOME:-$HOME/.cache/masp}"
 model="${GUARD_ONNX_MODEL:-$masp_home/models/silero-vad-6.2.3/silero_vad_16k_sequence.onnx}"
 if [[ ! -f "$model" ]]; then

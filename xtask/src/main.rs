@@ -22,6 +22,8 @@ tasks:
   test-memory       memory-intensive cases with explicit cleanup
   test-faults       20 SIGKILLs at random points of a batch, resumed each time
   test-report       a run's HTML report opened in headless Chromium, with a screenshot
+  test-package      cargo package every publishable crate, each built from its package alone
+  test-downstream   build, test and run the projects under downstream/ (downstream/check.sh)
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
   bench isolation   only the in-process vs --isolation process comparison
   bench shards      only one process vs two --shard processes in parallel
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
         "test-memory" => suites::test_memory(),
         "test-faults" => suites::test_faults(),
         "test-report" => suites::test_report(),
+        "test-package" => suites::test_package(),
+        "test-downstream" => suites::test_downstream(),
         "bench" if rest.first().is_some_and(|a| a == "isolation") => bench::isolation_only(),
         "bench" if rest.first().is_some_and(|a| a == "shards") => bench::shards_only(),
         "bench" if rest.first().is_some_and(|a| a == "throughput") => bench::throughput_only(),

@@ -132,9 +132,136 @@ pub fn test_all() -> Result<()> {
         name: "HTML report in headless Chromium",
         command: browser,
     });
+    steps.push(package_step());
+    steps.push(downstream_step());
     steps.extend(sequential_steps());
     steps.extend(memory_steps());
     run_steps("test", steps)
+}
+
+/// `cargo package` of every crate we would publish, each verified by building it from its
+/// packaged sources alone: no file outside its directory, every path dependency versioned.
+///
+/// CI runs on a clean clone, where cargo's own "uncommitted changes" check stays on. A
+/// developer's dirty tree is packaged as it is (`--allow-dirty`), and the step says so.
+fn package_step() -> Step {
+    let mut s = step(
+        "package every publishable crate (cargo package, verified)",
+        &[
+            "package",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "masp-tests",
+            "--quiet",
+        ],
+    );
+    forget_unpacked_packages();
+    forget_verified_builds(&mut s.command);
+    if let Some(changes) = uncommitted_changes() {
+        println!(
+            "package: the work tree has uncommitted changes ({changes} paths in `git status \
+             --porcelain`), so they are packaged with --allow-dirty"
+        );
+        s.command.arg("--allow-dirty");
+    }
+    s
+}
+
+/// The crates `cargo package --workspace` packages: verification builds each against the
+/// others' packages.
+const PACKAGED: &[&str] = &[
+    "masp-budget",
+    "masp-profiler",
+    "masp-model-registry",
+    "masp-audio",
+    "masp-orchestrator",
+    "masp-models",
+    "masp-run",
+    "masp-testkit",
+    "masp-cli",
+];
+
+/// Verification builds in a target directory of its own (`<target>/package-verify`), from which
+/// our crates' artifacts are removed first: cargo takes a registry crate of an unchanged version
+/// as unchanged, so it would link the packages being verified against the previous run's
+/// builds of their dependencies. Third-party dependencies stay built.
+fn forget_verified_builds(package: &mut Command) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("package-verify");
+    let mut clean = cargo();
+    clean
+        .args(["clean", "--quiet", "--target-dir"])
+        .arg(&target)
+        .current_dir(workspace_root());
+    for name in PACKAGED {
+        clean.args(["-p", name]);
+    }
+    // A failed clean leaves stale builds, which the verification then reports as it finds them.
+    let _ = clean.status();
+    package.env("CARGO_TARGET_DIR", &target);
+}
+
+/// Removes cargo's unpacked copies of our packages from earlier `cargo package` runs.
+///
+/// Verification unpacks each dependency from the temporary local registry into
+/// `$CARGO_HOME/registry/src/-<hash>/<name>-<version>` and reuses that directory on the next run
+/// when the version is unchanged, so a crate would be verified against its dependencies' old
+/// sources (a clean CI machine never has them). Only local registries' directories start with
+/// `-`, and only ours hold `masp-*`; cargo unpacks them again from the fresh packages.
+fn forget_unpacked_packages() {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(src) = cargo_home.map(|h| h.join("registry/src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for unpacked in std::fs::read_dir(registry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if unpacked.file_name().to_string_lossy().starts_with("masp-") {
+                let _ = std::fs::remove_dir_all(unpacked.path());
+            }
+        }
+    }
+}
+
+/// How many paths `git status --porcelain` lists, when it lists any. `None` for a clean tree,
+/// and when git cannot tell (no git, not a checkout): then cargo does not check either.
+fn uncommitted_changes() -> Option<usize> {
+    let out = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let n = String::from_utf8_lossy(&out.stdout).lines().count();
+    (n > 0).then_some(n)
+}
+
+/// The projects under `downstream/`, outside the workspace: each built, tested and run against
+/// our crates as a user's project would be (`downstream/check.sh`; one shared target dir).
+fn downstream_step() -> Step {
+    let mut command = Command::new("bash");
+    command
+        .arg(workspace_root().join("downstream/check.sh"))
+        .current_dir(workspace_root());
+    Step {
+        name: "downstream projects (downstream/check.sh)",
+        command,
+    }
 }
 
 /// The first of these browsers on PATH.
@@ -342,6 +469,15 @@ pub fn test_profile() -> Result<()> {
         println!("  {}", dir.display());
     }
     result
+}
+
+pub fn test_package() -> Result<()> {
+    run_steps("test-package", vec![package_step()])
+}
+
+pub fn test_downstream() -> Result<()> {
+    ensure_setup()?;
+    run_steps("test-downstream", vec![downstream_step()])
 }
 
 pub fn test_memory() -> Result<()> {

@@ -11,6 +11,9 @@
 //!   installation;
 //! - [`npy`]: the streaming `.npy` writer adapters write tensors with.
 //!
+//! `no_run` because it loads silero-vad with ONNX Runtime and reads `talk.wav`: doc tests have
+//! neither the runtime nor the model (`cargo xtask setup` fetches both; the tests use them).
+//!
 //! ```no_run
 //! use masp_budget::{Budget, BudgetConfig, Bytes};
 //! use masp_model_registry::manifest::Registry;

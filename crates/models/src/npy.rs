@@ -1,7 +1,7 @@
 //! A streaming `.npy` writer for float32 arrays: rows are appended as they are produced and the
 //! header (whose shape is only known at the end) is rewritten in place when the file is closed.
 //! The file is written under a temporary name and renamed when finished, so a `.npy` that
-//! exists is complete (see [`crate::journal`]).
+//! exists is complete (masp-run's journal relies on that).
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};

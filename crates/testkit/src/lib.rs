@@ -21,12 +21,39 @@
 //! The types a test needs from masp's crates are re-exported ([`Bytes`], [`Budget`],
 //! [`Registry`], [`Report`]…), so a downstream crate's tests can depend on this crate alone.
 //!
+//! [`MinimalTestFramework`] is the entry point. Its example is `no_run` only because it loads a
+//! real model with the real ONNX Runtime, which doc tests do not have (`cargo xtask setup`
+//! fetches both; the crate's own tests run it):
+//!
 //! ```no_run
 //! use masp_testkit::{Bytes, MinimalTestFramework};
 //!
 //! let result = MinimalTestFramework::builtin(Bytes::from_gib(2)).model_tests("silero-vad");
 //! println!("{result}"); // the table, ending with `5 passed, 0 failed`
 //! result.assert_success();
+//! ```
+//!
+//! The memory assertions work on any profiled code, a model of yours or not:
+//!
+//! ```
+//! use masp_profiler::{Event, MemoryProfiler};
+//! use masp_testkit::{Bytes, ProfilerConfig};
+//!
+//! let profiler = MemoryProfiler::start(ProfilerConfig::default())?;
+//! let h = profiler.handle();
+//! for _ in 0..4 {
+//!     h.mark(Event::load_start("buffer"));
+//!     let loaded = vec![1u8; 16 << 20];
+//!     h.mark(Event::load_end("buffer"));
+//!     h.mark(Event::unload("buffer"));
+//!     drop(loaded);
+//!     let trimmed = masp_budget::trim::release_freed_memory();
+//!     h.mark(Event::Cleanup { returned: trimmed.returned });
+//! }
+//! let report = profiler.stop().report();
+//! masp_testkit::assert_no_leak!(report, Bytes::from_mib(4));
+//! masp_testkit::assert_peak_below!(report, Bytes::from_gib(4));
+//! # Ok::<(), masp_profiler::Error>(())
 //! ```
 //!
 //! **Architecture Invariant:** only ever a dev-dependency of library crates.
