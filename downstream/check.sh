@@ -14,7 +14,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-target="${DOWNSTREAM_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/downstream}"
+CARGO_TARGET_DIR_WORKSPACE="${CARGO_TARGET_DIR:-$root/target}"
+[[ "$CARGO_TARGET_DIR_WORKSPACE" = /* ]] || CARGO_TARGET_DIR_WORKSPACE="$PWD/$CARGO_TARGET_DIR_WORKSPACE"
+target="${DOWNSTREAM_TARGET_DIR:-$CARGO_TARGET_DIR_WORKSPACE/downstream}"
 # Each project builds from its own directory: a relative path must not mean one per project.
 [[ "$target" = /* ]] || target="$PWD/$target"
 export CARGO_TARGET_DIR="$target"
@@ -34,8 +36,17 @@ for manifest in "$here"/*/Cargo.toml; do
     dir="$(dirname "$manifest")"
     name="$(basename "$dir")"
     echo "== downstream/$name"
+    # vad-embed uses the workspace's own dependencies at the workspace's profile (its Cargo.lock
+    # is the workspace's, pruned): built in the workspace's target directory it reuses the
+    # ONNX Runtime bindings, decoders and resampler the workspace built, and only our crates
+    # and itself compile. The others keep the shared downstream directory.
+    project_target="$CARGO_TARGET_DIR"
+    if [[ "$name" == vad-embed ]]; then
+        project_target="${CARGO_TARGET_DIR_WORKSPACE:-$root/target}"
+    fi
     # --locked: each project's Cargo.lock pins what a user would build (tract's version too).
-    (cd "$dir" && cargo build --locked && cargo test --locked)
+    (cd "$dir" && CARGO_TARGET_DIR="$project_target" cargo build --locked \
+        && CARGO_TARGET_DIR="$project_target" cargo test --locked)
     case "$name" in
         guard-onnx)
             # The point of this project: ONNX models without ONNX Runtime, so no `ort` (nor
