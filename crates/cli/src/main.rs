@@ -89,20 +89,7 @@ impl Outcome {
     }
 }
 
-/// An error as one line (messages of nested errors joined), for per-file reports.
-pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text.replace('\n', " ")
-}
+pub use masp_run::stages::one_line;
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
