@@ -10,6 +10,8 @@
 //! computes both from the same counters (file + anon + shmem pages), but `statm` is 7 numbers
 //! instead of ~55 formatted lines, so reading it costs about half as much.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 use crate::Bytes;
@@ -181,6 +183,76 @@ pub fn process_peak_rss_of(pid: u32) -> Option<Bytes> {
 /// ```
 pub fn reset_peak_rss() -> bool {
     imp::reset_peak_rss()
+}
+
+/// Memory of the process around one phase (e.g. creating a session), from `/proc/self/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PhaseMemory {
+    /// Resident memory (`VmRSS`) just before the phase.
+    pub rss_before: Bytes,
+    /// Resident memory just after the phase.
+    pub rss_after: Bytes,
+    /// Highest resident memory (`VmHWM`) seen up to the end of the phase: during the phase
+    /// alone when [`Self::peak_is_phase_local`], else since the process started.
+    pub peak: Bytes,
+    /// Whether the peak was reset before the phase (needs a writable `/proc/self/clear_refs`).
+    pub peak_is_phase_local: bool,
+    /// Wall-clock duration of the phase. For reports only: tests must not assert on it.
+    #[serde(serialize_with = "as_millis")]
+    pub elapsed: Duration,
+}
+
+impl PhaseMemory {
+    /// How much resident memory the phase left behind (zero if it shrank).
+    #[must_use]
+    pub fn growth(&self) -> Bytes {
+        self.rss_after.saturating_sub(self.rss_before)
+    }
+
+    /// How far above its starting point resident memory went during the phase.
+    #[must_use]
+    pub fn peak_growth(&self) -> Bytes {
+        self.peak.saturating_sub(self.rss_before)
+    }
+}
+
+fn as_millis<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(elapsed.as_secs_f64() * 1000.0)
+}
+
+/// Runs `phase` and measures its memory. Figures are [`Bytes::ZERO`] where the platform does
+/// not report them (only Linux reports the peak).
+///
+/// The process's whole memory is measured, so other threads allocating at the same time
+/// distort the figures: measure in a process (or test) of its own.
+///
+/// # Examples
+///
+/// ```
+/// let (buffer, memory) = masp_budget::probe::measure(|| vec![1u8; 64 << 20]);
+/// assert_eq!(buffer.len(), 64 << 20);
+/// if cfg!(target_os = "linux") {
+///     assert!(memory.growth().get() >= 60 << 20);
+/// }
+/// ```
+pub fn measure<T>(phase: impl FnOnce() -> T) -> (T, PhaseMemory) {
+    let peak_is_phase_local = reset_peak_rss();
+    let rss_before = process_rss().unwrap_or(Bytes::ZERO);
+    let start = Instant::now();
+    let value = phase();
+    let elapsed = start.elapsed();
+    let rss_after = process_rss().unwrap_or(Bytes::ZERO);
+    let peak = process_peak_rss().unwrap_or(Bytes::ZERO).max(rss_after);
+    (
+        value,
+        PhaseMemory {
+            rss_before,
+            rss_after,
+            peak,
+            peak_is_phase_local,
+            elapsed,
+        },
+    )
 }
 
 /// Total and available memory of the machine.

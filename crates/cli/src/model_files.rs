@@ -56,21 +56,14 @@ pub fn optimize(common: &Common, name: &str, out: Option<&PathBuf>) -> anyhow::R
     );
     let measure = |path: &std::path::Path, prepacking: bool| -> anyhow::Result<(f64, Bytes)> {
         masp_budget::trim::release_freed_memory();
-        probe::reset_peak_rss();
-        let before = probe::process_rss().unwrap_or_default();
-        let started = Instant::now();
         let options = masp_orchestrator::runtime::SessionOptions {
             intra_op_threads: 1,
             prepacking,
         };
-        let loaded = admitted.session(name, path, options)?;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        let peak = probe::process_peak_rss()
-            .unwrap_or_default()
-            .saturating_sub(before);
-        drop(loaded);
+        let (loaded, memory) = probe::measure(|| admitted.session(name, path, options));
+        drop(loaded?);
         masp_budget::trim::release_freed_memory();
-        Ok((ms, peak))
+        Ok((memory.elapsed.as_secs_f64() * 1e3, memory.peak_growth()))
     };
     let (ms_before, peak_before) = measure(&src, true)?;
     let (ms_after, peak_after) = measure(&dst, false)?;

@@ -1,15 +1,12 @@
 //! Loading: make a model resident — prepared, admitted, then created in this process or spawned
 //! in a worker process of its own — and from then on hold what it really costs.
 
-use std::time::Instant;
-
 use masp_budget::{Bytes, Reservation, probe, trim};
 use masp_model_registry::manifest::Isolation;
 use masp_profiler::Event;
 
 use super::SequentialOrchestrator;
 use super::events::RunEvent;
-use super::measure::rss;
 use super::model::{Prepared, Resident};
 use crate::Result;
 use crate::adapter::ModelAdapter;
@@ -98,20 +95,14 @@ impl SequentialOrchestrator {
         trim::release_freed_memory();
         self.profiler.mark(Event::load_start(&name));
         self.peak_rss = self.peak_rss();
-        probe::reset_peak_rss();
-        let rss_before = rss();
-        let started = Instant::now();
         let isolation = self.isolation_for(&prepared.spec);
         let first_in_process = self.is_first_session(&prepared.spec);
-        let loaded = match isolation {
+        let (loaded, memory) = probe::measure(|| match isolation {
             Isolation::InProcess => self.load_in_process(&prepared, options, &reservation),
             Isolation::Process => self.spawn_worker(&prepared, options, reservation.bytes()),
-        };
-        let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        let rss_after = rss();
-        let peak = probe::process_peak_rss()
-            .unwrap_or(rss_after)
-            .max(rss_after);
+        });
+        let load_ms = memory.elapsed.as_secs_f64() * 1e3;
+        let (rss_before, rss_after, peak) = (memory.rss_before, memory.rss_after, memory.peak);
         self.profiler.mark(Event::load_end(&name));
         let adapter = match loaded {
             Ok(adapter) => adapter,

@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
-use std::time::Instant;
 
 use masp_budget::{Bytes, probe, trim};
 use masp_model_registry::manifest::{ModelSource, ModelSpec};
@@ -172,23 +171,16 @@ fn load_model(
         prepacking: load.prepacking,
     };
     trim::release_freed_memory();
-    probe::reset_peak_rss();
-    let rss_before = rss();
-    let started = Instant::now();
     // The orchestrator that started this worker holds the load's reservation.
-    let adapter = adapters.load(&Admitted::in_worker(runtime), &spec, &load.path, options)?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let rss_after = rss();
-    let peak = probe::process_peak_rss()
-        .unwrap_or(rss_after)
-        .max(rss_after);
+    let (adapter, memory) =
+        probe::measure(|| adapters.load(&Admitted::in_worker(runtime), &spec, &load.path, options));
     Ok((
-        adapter,
+        adapter?,
         LoadReport {
-            load_ms,
-            rss_before,
-            peak,
-            rss_after,
+            load_ms: memory.elapsed.as_secs_f64() * 1e3,
+            rss_before: memory.rss_before,
+            peak: memory.peak,
+            rss_after: memory.rss_after,
         },
     ))
 }
