@@ -83,18 +83,14 @@ struct FileDefaults {
     format: Option<String>,
 }
 
-/// What this module reads of `masp.toml`; the models are the manifest parser's business.
-#[derive(Debug, Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    defaults: FileDefaults,
-}
-
 /// The effective settings of a command.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The configuration file, if any (`--config`/`--manifest`, else `./masp.toml`).
     pub file: Option<PathBuf>,
+    /// The file's tables other than `[defaults]` — its `[[model]]` entries, for the model
+    /// registry (`context::registry`): the file is read once, here.
+    pub models: Option<toml::Table>,
     /// `None`: the budget crate's default (16 GiB), still capped by the machine.
     pub budget: Setting<Option<Bytes>>,
     pub isolation: Setting<Isolation>,
@@ -143,13 +139,17 @@ impl Settings {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from("masp.toml")).filter(|p| p.is_file()),
         };
-        let defaults = match &file {
-            Some(path) => read_defaults(path)?,
-            None => FileDefaults::default(),
+        let (defaults, models) = match &file {
+            Some(path) => {
+                let (defaults, models) = read_config(path)?;
+                (defaults, Some(models))
+            }
+            None => (FileDefaults::default(), None),
         };
         let from_file = || Source::File(file.clone().unwrap_or_default());
         let mut s = Settings {
             file: file.clone(),
+            models,
             budget: Setting::default(None),
             isolation: Setting::default(Isolation::InProcess),
             threads: Setting::default(1),
@@ -280,12 +280,19 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn read_defaults(path: &Path) -> anyhow::Result<FileDefaults> {
+/// The configuration file's `[defaults]`, and the rest of it (the models) for the registry.
+fn read_config(path: &Path) -> anyhow::Result<(FileDefaults, toml::Table)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: ConfigFile =
+    let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-    Ok(file.defaults)
+    let defaults = match table.remove("defaults") {
+        Some(value) => value
+            .try_into()
+            .with_context(|| format!("invalid {}: [defaults]", path.display()))?,
+        None => FileDefaults::default(),
+    };
+    Ok((defaults, table))
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<crate::Outcome> {
             .unwrap_or_else(|| "each command's own".to_owned()),
         &s.format.source,
     );
-    let registry = crate::context::registry(common)?;
+    let registry = crate::context::registry(&s)?;
     for spec in registry.models() {
         let origin = match &spec.source {
             masp_model_registry::manifest::ModelSource::Asset(_) => "built-in".to_owned(),

@@ -25,14 +25,12 @@ pub struct Session {
     report_dir: Option<PathBuf>,
 }
 
-pub fn registry(common: &Common) -> anyhow::Result<Registry> {
+/// The built-in models plus the `[[model]]` entries of the configuration file, as `settings`
+/// read it (the file is read once, by `Settings`).
+pub fn registry(settings: &crate::config::Settings) -> anyhow::Result<Registry> {
     let mut registry = Registry::builtin();
-    let manifest = match &common.manifest {
-        Some(path) => Some(path.clone()),
-        None => Some(PathBuf::from("masp.toml")).filter(|p| p.is_file()),
-    };
-    if let Some(path) = manifest {
-        registry.add_manifest(&path)?;
+    if let (Some(path), Some(models)) = (&settings.file, &settings.models) {
+        registry.add_manifest_table(models.clone(), path)?;
     }
     Ok(registry)
 }
@@ -67,7 +65,7 @@ impl Session {
     /// read once).
     pub fn start_with(common: &Common, settings: crate::config::Settings) -> anyhow::Result<Self> {
         let budget = budget_for(&settings);
-        let registry = registry(common)?;
+        let registry = registry(&settings)?;
         let profiler = match &common.report {
             Some(_) => Some(
                 MemoryProfiler::start(

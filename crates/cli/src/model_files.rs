@@ -18,7 +18,7 @@ fn model_file(
     common: &Common,
     name: &str,
 ) -> anyhow::Result<(masp_model_registry::manifest::ModelSpec, PathBuf)> {
-    let registry = context::registry(common)?;
+    let registry = context::registry(&crate::config::Settings::resolve(common)?)?;
     let spec = registry.get(name).with_context(|| {
         format!(
             "unknown model {name:?} (known: {})",

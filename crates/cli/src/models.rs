@@ -138,7 +138,7 @@ fn list(common: &Common) -> anyhow::Result<Outcome> {
 }
 
 fn verify(common: &Common) -> anyhow::Result<Outcome> {
-    let registry = context::registry(common)?;
+    let registry = context::registry(&crate::config::Settings::resolve(common)?)?;
     let mut failed = 0;
     for spec in registry.models() {
         let result = spec

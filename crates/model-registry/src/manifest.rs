@@ -343,9 +343,6 @@ pub enum ManifestError {
 struct RawManifest {
     #[serde(default, rename = "model")]
     models: Vec<RawModel>,
-    /// Command defaults (budget, threads, …): the command line's business, checked there.
-    #[serde(default, rename = "defaults")]
-    _defaults: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -405,8 +402,45 @@ impl Registry {
             path: path.to_path_buf(),
             source,
         })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        self.add_manifest_table(table, path)
+    }
+
+    /// Add the `[[model]]` entries of a manifest its caller has read and parsed already (a
+    /// configuration file with tables of its own takes them out first): `path` is where it
+    /// was read, for messages and as the directory relative model paths are confined to.
+    ///
+    /// # Errors
+    /// As [`Registry::add_manifest`], but for reading; any table other than `[[model]]` is an
+    /// unknown key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use masp_model_registry::manifest::Registry;
+    ///
+    /// let mut registry = Registry::builtin();
+    /// let table: toml::Table = toml::from_str("[defaults]\nthreads = 2\n")?;
+    /// assert!(registry.add_manifest_table(table, "masp.toml".as_ref()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_manifest_table(
+        &mut self,
+        table: toml::Table,
+        path: &Path,
+    ) -> Result<(), ManifestError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        let specs = parse_manifest(&text, path, base)?;
+        let raw: RawManifest =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ManifestError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+        let specs = specs_of(raw, path, base)?;
         for spec in &specs {
             if self.models.contains_key(&spec.name) {
                 return Err(ManifestError::Model {
@@ -438,12 +472,8 @@ impl Registry {
     }
 }
 
-/// Parse a manifest's text; `base` is the directory relative paths are resolved against.
-fn parse_manifest(text: &str, path: &Path, base: &Path) -> Result<Vec<ModelSpec>, ManifestError> {
-    let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Invalid {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+/// The models of a parsed manifest; `base` is the directory relative paths are resolved against.
+fn specs_of(raw: RawManifest, path: &Path, base: &Path) -> Result<Vec<ModelSpec>, ManifestError> {
     let mut seen = std::collections::BTreeSet::new();
     let mut specs = Vec::new();
     for model in raw.models {
@@ -554,7 +584,12 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<ModelSpec>, ManifestError> {
         let dir = std::env::temp_dir();
-        parse_manifest(text, &dir.join("masp.toml"), &dir)
+        let path = dir.join("masp.toml");
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        specs_of(raw, &path, &dir)
     }
 
     /// Metadata of a model with one input `x` shaped `dims` and one output `y`.
