@@ -9,7 +9,7 @@
 //! - [`pipeline`]: pipeline files of stages over many inputs, planned and resumable;
 //! - [`shard`]: shards of a job's inputs, and merging their run directories;
 //! - [`diarize`]: speech windows, clustering and speaker turns from segments and embeddings;
-//! - [`format`]: every format results are written in (segments, turns, embeddings);
+//! - [`mod@format`]: every format results are written in (segments, turns, embeddings);
 //! - [`config`]: what identifies a stage's configuration.
 //!
 //! ```no_run
