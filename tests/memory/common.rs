@@ -3,10 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use masp_budget::{Budget, BudgetConfig, Bytes};
-use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::Registry;
 use masp_orchestrator::{OrchestratorConfig, SequentialOrchestrator};
-use masp_profiler::ProfilerHandle;
 use masp_testkit::synthetic::{self, ActivationModel, Layout, WeightsModel};
 
 pub const GIB: u64 = 1 << 30;

@@ -7,12 +7,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use masp_budget::{Budget, BudgetConfig, Bytes, probe};
-use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::Registry;
 use masp_models::vad::VadParams;
 use masp_orchestrator::task::TaskParams;
 use masp_orchestrator::{AudioTask, Error, OrchestratorConfig, SequentialOrchestrator};
-use masp_profiler::ProfilerHandle;
 
 use crate::common::{GIB, MIB};
 use crate::fresh::{role, spawn_role};

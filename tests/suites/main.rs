@@ -10,12 +10,10 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use masp_budget::{Budget, BudgetConfig, Bytes, probe};
-use masp_model_registry::estimate::CalibrationStore;
 use masp_model_registry::manifest::Registry;
 use masp_models::vad::VadParams;
 use masp_orchestrator::task::TaskParams;
-use masp_orchestrator::{AudioTask, Error, OrchestratorConfig, SequentialOrchestrator};
-use masp_profiler::ProfilerHandle;
+use masp_orchestrator::{AudioTask, Error, SequentialOrchestrator};
 use masp_testkit::fixtures::{self, AudioSpec};
 use masp_testkit::{MinimalTestFramework, SuiteResult};
 
