@@ -169,19 +169,11 @@ fn package_step() -> Step {
     s
 }
 
-/// The crates `cargo package --workspace` packages: verification builds each against the
-/// others' packages.
-const PACKAGED: &[&str] = &[
-    "masp-budget",
-    "masp-profiler",
-    "masp-model-registry",
-    "masp-audio",
-    "masp-orchestrator",
-    "masp-models",
-    "masp-run",
-    "masp-testkit",
-    "masp-cli",
-];
+/// The crates `cargo package --workspace` packages (verification builds each against the
+/// others' packages): every crate of the layer table, the one list of our crates.
+fn packaged() -> impl Iterator<Item = &'static str> {
+    crate::layers::LAYERS.iter().map(|(name, _)| *name)
+}
 
 /// Verification builds in a target directory of its own (`<target>/package-verify`), from which
 /// our crates' artifacts are removed first: cargo takes a registry crate of an unchanged version
@@ -197,7 +189,7 @@ fn forget_verified_builds(package: &mut Command) {
         .args(["clean", "--quiet", "--target-dir"])
         .arg(&target)
         .current_dir(workspace_root());
-    for name in PACKAGED {
+    for name in packaged() {
         clean.args(["-p", name]);
     }
     // A failed clean leaves stale builds, which the verification then reports as it finds them.

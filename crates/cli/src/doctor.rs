@@ -4,7 +4,7 @@
 //! Each check prints one `ok` or `problem` line; a problem is followed by a `fix:` line. The
 //! command reports [`Outcome::SomeFailed`] (exit 2) when any check found a problem.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
 use masp_budget::{Bytes, probe};
@@ -14,6 +14,7 @@ use masp_orchestrator::runtime::Runtime;
 use crate::Outcome;
 use crate::context;
 use crate::flags::Common;
+use crate::version::RuntimeLocation;
 
 /// Below this much free disk in the current directory, outputs and `masp models optimize`
 /// copies may not fit (a lean copy of a large model needs as much space as the model).
@@ -26,81 +27,6 @@ pub struct DoctorArgs {
     /// Check this budget instead of MASP_BUDGET / the default, e.g. `4GiB`.
     #[arg(long, value_name = "SIZE")]
     budget: Option<Bytes>,
-}
-
-/// Where ONNX Runtime will be loaded from (the orchestrator's own lookup) and which setting
-/// said so.
-pub struct RuntimeLocation {
-    /// The library file.
-    pub path: PathBuf,
-    /// `from ORT_DYLIB_PATH` or `the asset cache`.
-    origin: &'static str,
-}
-
-impl RuntimeLocation {
-    /// `ORT_DYLIB_PATH` when set and non-empty, else the runtime's place in the asset cache.
-    ///
-    /// # Errors
-    /// When neither `MASP_HOME` nor a user cache directory is known.
-    pub fn find() -> anyhow::Result<Self> {
-        let (path, origin) = masp_orchestrator::runtime::library_location()?;
-        Ok(Self { path, origin })
-    }
-
-    /// True when `ORT_DYLIB_PATH` named the library.
-    pub fn is_from_env(&self) -> bool {
-        self.origin.contains("ORT_DYLIB_PATH")
-    }
-
-    fn origin(&self) -> &'static str {
-        self.origin
-    }
-
-    /// How to make the library be where masp looks.
-    fn fix(&self) -> &'static str {
-        if self.is_from_env() {
-            "set ORT_DYLIB_PATH to an existing libonnxruntime.so (>= 1.31), or unset it and run \
-             `cargo xtask setup`"
-        } else {
-            "run `cargo xtask setup`, or set ORT_DYLIB_PATH to a libonnxruntime.so (>= 1.31)"
-        }
-    }
-
-    /// The version masp can vouch for without loading the library: the pinned one when the
-    /// file is the cache's (setup verified its sha256), nothing for a user-supplied file.
-    fn known_version(&self) -> Option<&'static str> {
-        (!self.is_from_env()).then_some(assets::ONNXRUNTIME_VERSION)
-    }
-}
-
-/// The text `masp --version` prints after `masp `: the masp version, the ONNX Runtime in use
-/// and the asset cache. Looks files up only; nothing is loaded.
-pub fn long_version() -> String {
-    let runtime = match RuntimeLocation::find() {
-        Ok(loc) if loc.path.is_file() => match loc.known_version() {
-            Some(version) => format!("{version} (pinned), {}", loc.path.display()),
-            None => format!(
-                "{} ({}; version not checked, requires >= 1.31)",
-                loc.path.display(),
-                loc.origin()
-            ),
-        },
-        Ok(loc) => format!(
-            "not found at {} ({}): {}",
-            loc.path.display(),
-            loc.origin(),
-            loc.fix()
-        ),
-        Err(e) => format!("not found ({e:#}): run `cargo xtask setup`, or set ORT_DYLIB_PATH"),
-    };
-    let cache = match assets::masp_home() {
-        Ok(home) => format!("{} (set MASP_HOME to change)", home.display()),
-        Err(e) => format!("unknown ({e}): set MASP_HOME"),
-    };
-    format!(
-        "{}\nONNX Runtime: {runtime}\nasset cache:  {cache}",
-        env!("CARGO_PKG_VERSION")
-    )
 }
 
 /// The result of one check.

@@ -16,6 +16,7 @@ mod progress;
 mod report;
 mod shard;
 mod vad;
+mod version;
 
 use std::process::ExitCode;
 
@@ -113,7 +114,7 @@ fn main() -> ExitCode {
     // `--version` names the ONNX Runtime and the asset cache: computed here, as clap's derive
     // only takes constant strings. `-V` stays the short `masp X.Y.Z`.
     let parsed = Cli::command()
-        .long_version(doctor::long_version())
+        .long_version(version::long_version())
         .try_get_matches()
         .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
     let cli = match parsed {

@@ -507,11 +507,7 @@ impl MinimalTestFramework {
             .map(|s| (*s).to_owned())
             .collect();
         let stats = orch.stats().get(model).cloned().unwrap_or_default();
-        let peak = orch.peak_rss();
-        drop(orch);
-        let mut profile = profiler.stop();
-        profile.kernel_peak = profile.kernel_peak.max(Some(peak));
-        let report = profile.report();
+        let report = finish_profile(orch, profiler);
 
         result.record(
             "loads",
@@ -720,11 +716,7 @@ impl MinimalTestFramework {
                 )
             })
             .collect();
-        let peak = orch.peak_rss();
-        drop(orch);
-        let mut profile = profiler.stop();
-        profile.kernel_peak = profile.kernel_peak.max(Some(peak));
-        let report = profile.report();
+        let report = finish_profile(orch, profiler);
 
         result.record(
             "sequential execution",
@@ -977,4 +969,15 @@ fn stability_check(
             assert::timeline_summary(report)
         ))
     }
+}
+
+/// End a profiled run: drop the orchestrator (unloading what it holds), stop the profiler, and
+/// report with the orchestrator's kernel peak folded in (loads reset the kernel's high-water
+/// mark to measure their own peaks, so the profiler alone may miss an earlier one).
+fn finish_profile(orch: SequentialOrchestrator, profiler: MemoryProfiler) -> Report {
+    let peak = orch.peak_rss();
+    drop(orch);
+    let mut profile = profiler.stop();
+    profile.kernel_peak = profile.kernel_peak.max(Some(peak));
+    profile.report()
 }
