@@ -158,6 +158,32 @@ impl Pipeline {
         })
     }
 
+    /// A pipeline of `models` in order, each stage named after its model, with default
+    /// parameters (what a test or a program builds without a pipeline file).
+    ///
+    /// # Errors
+    /// As [`Pipeline::parse`]: no model, a model given twice, too many.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use masp_run::pipeline::Pipeline;
+    ///
+    /// let p = Pipeline::of_models(&["silero-vad", "speaker-embedder"])?;
+    /// assert_eq!(p.stages().len(), 2);
+    /// assert!(Pipeline::of_models(&["silero-vad", "silero-vad"]).is_err());
+    /// # Ok::<(), masp_run::Error>(())
+    /// ```
+    pub fn of_models(models: &[&str]) -> Result<Self> {
+        let mut text = String::new();
+        for model in models {
+            // Quoted as a TOML basic string: the name is data, not syntax.
+            let quoted = toml::Value::String((*model).to_owned()).to_string();
+            text.push_str(&format!("[[stage]]\nmodel = {quoted}\n"));
+        }
+        Self::parse(&text, Path::new("<pipeline of models>"))
+    }
+
     /// The file it was read from.
     pub fn path(&self) -> &Path {
         &self.path

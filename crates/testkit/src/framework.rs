@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 
 use masp_budget::{Budget, BudgetConfig, Bytes};
 use masp_model_registry::estimate::CalibrationStore;
-use masp_model_registry::manifest::{ModelKind, Registry};
-use masp_models::vad::VadParams;
+use masp_model_registry::manifest::Registry;
 use masp_orchestrator::adapter::AdapterRegistry;
 use masp_orchestrator::batch::BatchTask;
-use masp_orchestrator::task::TaskParams;
-use masp_orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};
+use masp_orchestrator::{OrchestratorConfig, RunEvent, SequentialOrchestrator};
 use masp_profiler::{Event, MemoryProfiler, ProfilerConfig, ProfilerHandle, Report};
 use serde::Serialize;
 
@@ -770,49 +768,18 @@ impl MinimalTestFramework {
         self.finish(result)
     }
 
+    /// Every input through `pipeline`'s models in order, as `masp run` plans them
+    /// (`masp_run::pipeline`): one way to turn stages into tasks.
     fn pipeline_tasks(
         &self,
         pipeline: &[&str],
         inputs: &[PathBuf],
         work: &Path,
     ) -> Result<Vec<BatchTask>, String> {
-        let mut tasks = Vec::new();
-        for input in inputs {
-            let file = input.file_name().map_or_else(
-                || input.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            for (stage, model) in pipeline.iter().enumerate() {
-                let kind = self.registry.get(model).map(|s| s.kind);
-                let params = match kind {
-                    Some(ModelKind::Vad) => TaskParams::Vad(VadParams::default()),
-                    Some(ModelKind::SpeakerEmbedding) => TaskParams::Embed {
-                        output: None,
-                        windows: None,
-                    },
-                    _ => TaskParams::Generic {
-                        output: masp_run::name::result_files(&work.join(model), input)
-                            .map_err(|e| e.to_string())?,
-                    },
-                };
-                let depends_on = if stage == 0 {
-                    Vec::new()
-                } else {
-                    vec![tasks.len() - 1]
-                };
-                tasks.push(BatchTask {
-                    task: AudioTask {
-                        label: format!("{model} {file}"),
-                        model: (*model).to_owned(),
-                        input: input.clone(),
-                        params,
-                    },
-                    depends_on,
-                    priority: 0,
-                });
-            }
-        }
-        Ok(tasks)
+        let tasks = masp_run::pipeline::Pipeline::of_models(pipeline)
+            .and_then(|p| p.tasks(&self.registry, inputs, work))
+            .map_err(|e| e.to_string())?;
+        Ok(tasks.into_iter().map(|t| t.batch).collect())
     }
 }
 
