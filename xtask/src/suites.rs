@@ -31,12 +31,61 @@ pub(crate) fn ensure_setup() -> Result<()> {
 struct Step {
     name: &'static str,
     command: Command,
+    /// A build directory only this step uses, removed after it when disk is short (see
+    /// [`FREE_DISK_VAR`]).
+    scratch: Option<PathBuf>,
 }
 
 fn step(name: &'static str, args: &[&str]) -> Step {
     let mut command = cargo();
     command.args(args).current_dir(workspace_root());
-    Step { name, command }
+    Step {
+        name,
+        command,
+        scratch: None,
+    }
+}
+
+/// Set to `1` (CI does) to remove each step's private build directory once the step is over:
+/// package verification and the downstream projects each build our crates and their
+/// dependencies again, beside the workspace's debug and release builds. A developer's machine
+/// keeps them, so a rerun is incremental.
+const FREE_DISK_VAR: &str = "MASP_TEST_FREE_DISK";
+
+/// The workspace's target directory (`CARGO_TARGET_DIR`, else `target/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Free space on the file system holding `dir` (or its nearest existing ancestor), in bytes.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// One line for the log: what is free where the build writes, so that a step failing with
+/// "No space left on device" shows how close the previous ones came.
+fn disk_line() -> String {
+    let target = target_dir();
+    match free_bytes(&target) {
+        Some(b) => format!(
+            "disk: {:.1} GiB free under {}",
+            b as f64 / f64::from(1u32 << 30),
+            target.display()
+        ),
+        None => format!("disk: free space under {} unknown", target.display()),
+    }
 }
 
 /// Run steps in order (all of them, even after a failure, so one run shows every problem) and
@@ -44,12 +93,19 @@ fn step(name: &'static str, args: &[&str]) -> Step {
 fn run_steps(suite: &str, steps: Vec<Step>) -> Result<()> {
     let mut failed = Vec::new();
     let total = steps.len();
+    let free_disk = std::env::var(FREE_DISK_VAR).is_ok_and(|v| v == "1");
+    println!("{}", disk_line());
     for mut s in steps {
         println!("\n==> {suite}: {}", s.name);
         let ok = s.command.status().map(|st| st.success()).unwrap_or(false);
         if !ok {
             failed.push(s.name);
         }
+        if let Some(scratch) = s.scratch.as_ref().filter(|_| free_disk) {
+            // A failure to remove it only costs disk, which the next line reports.
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+        println!("{}", disk_line());
     }
     println!(
         "\n{suite}: {} passed, {} failed",
@@ -100,6 +156,7 @@ pub fn test_all() -> Result<()> {
         Step {
             name: "layers",
             command: check_layers,
+            scratch: None,
         },
         step(
             "clippy",
@@ -125,12 +182,14 @@ pub fn test_all() -> Result<()> {
     steps.push(Step {
         name: "API docs (cargo doc, warnings denied)",
         command: docs,
+        scratch: None,
     });
     let mut browser = Command::new(std::env::current_exe()?);
     browser.arg("test-report").current_dir(workspace_root());
     steps.push(Step {
         name: "HTML report in headless Chromium",
         command: browser,
+        scratch: None,
     });
     steps.push(package_step());
     steps.push(downstream_step());
@@ -158,7 +217,7 @@ fn package_step() -> Step {
         ],
     );
     forget_unpacked_packages();
-    forget_verified_builds(&mut s.command);
+    s.scratch = Some(forget_verified_builds(&mut s.command));
     if let Some(changes) = uncommitted_changes() {
         println!(
             "package: the work tree has uncommitted changes ({changes} paths in `git status \
@@ -179,11 +238,8 @@ fn packaged() -> impl Iterator<Item = &'static str> {
 /// our crates' artifacts are removed first: cargo takes a registry crate of an unchanged version
 /// as unchanged, so it would link the packages being verified against the previous run's
 /// builds of their dependencies. Third-party dependencies stay built.
-fn forget_verified_builds(package: &mut Command) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-        .join("package-verify");
+fn forget_verified_builds(package: &mut Command) -> PathBuf {
+    let target = target_dir().join("package-verify");
     let mut clean = cargo();
     clean
         .args(["clean", "--quiet", "--target-dir"])
@@ -195,6 +251,7 @@ fn forget_verified_builds(package: &mut Command) {
     // A failed clean leaves stale builds, which the verification then reports as it finds them.
     let _ = clean.status();
     package.env("CARGO_TARGET_DIR", &target);
+    target
 }
 
 /// Removes cargo's unpacked copies of our packages from earlier `cargo package` runs.
@@ -253,6 +310,12 @@ fn downstream_step() -> Step {
     Step {
         name: "downstream projects (downstream/check.sh)",
         command,
+        // check.sh's shared directory; vad-embed builds in the workspace's own.
+        scratch: Some(
+            std::env::var_os("DOWNSTREAM_TARGET_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| target_dir().join("downstream"), PathBuf::from),
+        ),
     }
 }
 
