@@ -105,8 +105,9 @@ pub fn shard_jobs(
         )?),
         None => None,
     };
+    // Over every input, not only this shard's: two shards must not write one name either.
     masp_run::name::result_names(files)?;
-    Ok((shard_run, Job::all(&crate::shard::select(shard, files))))
+    Ok((shard_run, Job::all(&crate::shard::select(shard, files))?))
 }
 
 /// Say what was resumed from `run`, if anything, and what an interrupted run left.

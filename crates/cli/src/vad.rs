@@ -84,6 +84,10 @@ pub fn run(args: &VadArgs) -> anyhow::Result<Outcome> {
         );
     }
     let files = crate::shard::select(shard, &args.files);
+    if args.run_dir.is_some() {
+        // Results are kept by name: over every input (all shards'), before any work.
+        masp_run::name::result_names(&args.files)?;
+    }
     let mut run = args
         .run_dir
         .as_deref()

@@ -691,3 +691,76 @@ fn the_same_input_twice_is_refused_before_any_work() {
     assert!(stderr.contains("are the same file"), "{stderr}");
     assert!(!p.join("out/silero-vad").exists());
 }
+
+/// Issue class "paths that leave their directory": every name that becomes a path is one plain
+/// component, and every file a manifest points at stays in the manifest's directory, links
+/// resolved, whether the manifest is given or the default `./masp.toml`.
+#[test]
+fn names_and_manifest_paths_cannot_leave_their_directory() {
+    let outer = tempfile::tempdir().unwrap();
+    let work = outer.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::copy(sample(), work.join("x.wav")).unwrap();
+    std::fs::write(outer.path().join("secret.onnx"), b"not yours").unwrap();
+    std::os::unix::fs::symlink("../secret.onnx", work.join("link.onnx")).unwrap();
+    std::os::unix::fs::symlink("..", work.join("up")).unwrap();
+
+    // The default manifest, found in the current directory, and the same file given by flag.
+    for path in [
+        "link.onnx",
+        "up/secret.onnx",
+        "../secret.onnx",
+        "/etc/passwd",
+    ] {
+        let manifest = format!("[[model]]\nname = \"m\"\nkind = \"vad\"\npath = \"{path}\"\n");
+        std::fs::write(work.join("masp.toml"), &manifest).unwrap();
+        for args in [
+            &["models", "list"][..],
+            &["models", "list", "--manifest", "masp.toml"],
+        ] {
+            let out = masp_in(&work, args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{path} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("leaves the manifest's directory") && stderr.contains(path),
+                "{path} {args:?}: {stderr}"
+            );
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        }
+    }
+
+    // Model names become directories of a pipeline run: `..`, `.`, separators are refused.
+    for name in ["..", ".", ".x", "a/b", "../../x"] {
+        let manifest =
+            format!("[[model]]\nname = \"{name}\"\nkind = \"vad\"\nasset = \"silero-vad\"\n");
+        std::fs::write(work.join("masp.toml"), &manifest).unwrap();
+        let out = masp_in(&work, &["models", "list"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("name"), "{name}: {stderr}");
+    }
+    std::fs::remove_file(work.join("masp.toml")).unwrap();
+
+    // Stage names too: nothing is written anywhere, inside `--out` or outside it.
+    for name in ["../../escaped", "..", "a/b", ".hidden", "x\\u0001y"] {
+        std::fs::write(
+            work.join("p.toml"),
+            format!("[[stage]]\nmodel = \"silero-vad\"\nname = \"{name}\"\n"),
+        )
+        .unwrap();
+        let out = masp_in(
+            &work,
+            &["run", "--pipeline", "p.toml", "--out", "out", "x.wav"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("not a plain file name"), "{name}: {stderr}");
+        assert!(!work.join("out").exists(), "{name}");
+        assert!(!outer.path().join("escaped").exists(), "{name}");
+    }
+    let left: Vec<_> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "only work/ and secret.onnx: {left:?}");
+}

@@ -61,5 +61,6 @@ pub mod estimate;
 pub mod lean;
 pub mod manifest;
 pub mod onnx;
+pub mod path;
 
 pub use error::{Error, Result};

@@ -24,12 +24,13 @@
 //! relative and, after resolving `..` and symbolic links, lie inside the manifest's directory.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use masp_budget::Bytes;
 use serde::Deserialize;
 
 use crate::assets::{self, Asset};
+use crate::path::confine;
 
 /// What a model is for; decides which adapter runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -432,7 +433,9 @@ impl Registry {
         table: toml::Table,
         path: &Path,
     ) -> Result<(), ManifestError> {
-        let base = path.parent().unwrap_or(Path::new("."));
+        // `masp.toml` has the empty path as its parent, which cannot be resolved: the
+        // symbolic-link check would be skipped.
+        let base = crate::path::dir_of(path);
         let raw: RawManifest =
             table
                 .try_into()
@@ -482,20 +485,25 @@ fn specs_of(raw: RawManifest, path: &Path, base: &Path) -> Result<Vec<ModelSpec>
             model: model.name.clone(),
             reason: reason.to_string(),
         };
-        if model.name.is_empty() || model.name.contains(|c: char| c.is_whitespace() || c == '/') {
-            return Err(bad("name must be non-empty, without spaces or '/'"));
+        // A name becomes a path component (a stage's directory, a lean copy's name) and a
+        // word on the command line.
+        if let Err(e) = crate::path::check_component(&model.name) {
+            return Err(bad(&format!("name {e}")));
+        }
+        if model.name.contains(char::is_whitespace) {
+            return Err(bad("name holds whitespace"));
         }
         if !seen.insert(model.name.clone()) {
             return Err(bad("defined twice"));
         }
         let source = match (&model.path, &model.asset) {
-            (Some(p), None) => {
-                ModelSource::File(confine(base, p).ok_or_else(|| ManifestError::PathEscape {
+            (Some(p), None) => ModelSource::File(confine(base, Path::new(p)).ok_or_else(|| {
+                ManifestError::PathEscape {
                     path: path.to_path_buf(),
                     model: model.name.clone(),
                     target: p.clone(),
-                })?)
-            }
+                }
+            })?),
             (None, Some(id)) => ModelSource::Asset(
                 assets::by_id(id).ok_or_else(|| bad(&format!("unknown asset {id:?}")))?,
             ),
@@ -552,30 +560,6 @@ fn specs_of(raw: RawManifest, path: &Path, base: &Path) -> Result<Vec<ModelSpec>
         });
     }
     Ok(specs)
-}
-
-/// `relative` resolved inside `base`, or None when it would leave it (absolute paths, `..`
-/// past the top, or a symbolic link pointing out).
-fn confine(base: &Path, relative: &str) -> Option<PathBuf> {
-    let rel = Path::new(relative);
-    let mut depth = 0usize;
-    for component in rel.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => depth = depth.checked_sub(1)?,
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    let joined = base.join(rel);
-    // Symbolic links: compare real paths when the file exists (a missing file is reported
-    // later, at load, naming the path).
-    if let (Ok(real_base), Ok(real)) = (base.canonicalize(), joined.canonicalize())
-        && !real.starts_with(&real_base)
-    {
-        return None;
-    }
-    Some(joined)
 }
 
 #[cfg(test)]
@@ -781,6 +765,23 @@ mod tests {
         for (text, needle) in cases {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+        // Names become path components: every rule of `path::check_component`, and no spaces.
+        let long = "m".repeat(crate::path::MAX_COMPONENT_BYTES + 1);
+        for (name, needle) in [
+            ("..", "starts with a dot"),
+            (".", "starts with a dot"),
+            (".hidden", "starts with a dot"),
+            ("a/b", "separator"),
+            ("a\\\\b", "separator"),
+            ("a\\u0001b", "separator"),
+            ("", "is empty"),
+            ("a b", "whitespace"),
+            (long.as_str(), "bytes long"),
+        ] {
+            let text = format!("[[model]]\nname = \"{name}\"\nkind = \"vad\"\npath = \"m.onnx\"\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{name:?}: {needle:?} not in {err:?}");
         }
     }
 

@@ -60,8 +60,9 @@ pub struct ResultFiles {
     name: String,
 }
 
-/// The longest result name, in bytes: leaves room for suffixes under the usual 255-byte limit.
-pub const MAX_RESULT_NAME_BYTES: usize = 200;
+/// The longest result name, in bytes: leaves room for suffixes under the usual 255-byte limit
+/// (the one limit on names that become path components).
+pub const MAX_RESULT_NAME_BYTES: usize = masp_model_registry::path::MAX_COMPONENT_BYTES;
 
 impl ResultFiles {
     /// Results named `name` in `dir`.
@@ -81,27 +82,11 @@ impl ResultFiles {
     /// # Ok::<(), masp_orchestrator::Error>(())
     /// ```
     pub fn new(dir: impl Into<PathBuf>, name: &str) -> Result<Self> {
-        let bad = |reason: &str| {
-            Err(Error::InvalidParameter {
-                name: "result name",
-                reason: format!("{name:?} {reason}"),
-            })
-        };
-        if name.is_empty() {
-            return bad("is empty");
-        }
-        if name.len() > MAX_RESULT_NAME_BYTES {
-            return bad(&format!("is longer than {MAX_RESULT_NAME_BYTES} bytes"));
-        }
-        if name.starts_with('.') {
-            return bad("starts with a dot");
-        }
-        if name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
-        {
-            return bad("holds a path separator or a control character");
-        }
+        // The one rule for names that become paths (models, stages and results alike).
+        masp_model_registry::path::check_component(name).map_err(|e| Error::InvalidParameter {
+            name: "result name",
+            reason: format!("{name:?} {e}"),
+        })?;
         Ok(Self {
             dir: dir.into(),
             name: name.to_owned(),

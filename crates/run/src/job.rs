@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::name::result_name;
+use crate::Result;
+use crate::name::{result_name, result_names};
 
 /// One input through the stages: where its results go, and whether it failed.
 #[derive(Debug, Clone)]
@@ -32,8 +33,13 @@ impl Job {
     }
 
     /// The jobs of `inputs`, in order.
-    pub fn all(inputs: &[PathBuf]) -> Vec<Self> {
-        inputs.iter().map(|p| Self::new(p)).collect()
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] when two inputs would share a result name (the same
+    /// file given twice, by any path): checked before anything is read or written.
+    pub fn all(inputs: &[PathBuf]) -> Result<Vec<Self>> {
+        result_names(inputs)?;
+        Ok(inputs.iter().map(|p| Self::new(p)).collect())
     }
 }
 

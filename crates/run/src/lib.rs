@@ -27,7 +27,7 @@
 //! let stages = Stages::default();
 //! let keys = StageKeys::new(orch.registry(), &stages, Ranges::Segments);
 //! let mut run = RunDir::open("work".as_ref())?;
-//! let mut jobs = Job::all(&["a.wav".into(), "b.wav".into()]);
+//! let mut jobs = Job::all(&["a.wav".into(), "b.wav".into()])?;
 //! stages::vad_stage(&mut orch, &mut jobs, &mut run, &stages.vad_model, &keys.vad, &mut Quiet)?;
 //! stages::embed_stage(
 //!     &mut orch,

@@ -221,9 +221,9 @@ impl Pipeline {
     /// [`Error::InvalidParameter`] for an unknown model, invalid VAD parameters, or two inputs
     /// that are the same file.
     pub fn tasks(&self, registry: &Registry, files: &[PathBuf], out: &Path) -> Result<Vec<Task>> {
-        result_names(files)?;
+        let names = result_names(files)?;
         let mut tasks: Vec<Task> = Vec::with_capacity(files.len() * self.stages.len());
-        for file in files {
+        for (file, result) in files.iter().zip(&names) {
             let mut previous: Option<usize> = None;
             for stage in &self.stages {
                 let spec = registry
@@ -276,6 +276,9 @@ impl Pipeline {
                         priority: 0,
                     },
                     dir,
+                    // Both parts are single path components (no `/`), so no two pairs of
+                    // (stage, input) make one key, whatever spaces the names hold.
+                    key: format!("{name}/{result}"),
                     config_sha256,
                 });
                 previous = Some(tasks.len() - 1);
@@ -292,6 +295,8 @@ pub struct Task {
     pub batch: BatchTask,
     /// Where its results go (`out/<stage>`).
     pub dir: PathBuf,
+    /// Its key in the journal: `<stage>/<result name>`, one per (stage, input) pair.
+    pub key: String,
     /// What identifies its configuration in the journal.
     pub config_sha256: String,
 }
@@ -416,9 +421,7 @@ pub fn run(
         .iter()
         .map(|t| {
             let sha = &input_sha[&t.batch.task.input];
-            !options.no_resume
-                && !sha.is_empty()
-                && journal.is_done(&t.batch.task.label, sha, &t.config_sha256)
+            !options.no_resume && !sha.is_empty() && journal.is_done(&t.key, sha, &t.config_sha256)
         })
         .collect();
     summary.n_resumed = done.iter().filter(|d| **d).count();
@@ -460,7 +463,7 @@ pub fn run(
                         .map(|p| p.strip_prefix(out).unwrap_or(p).to_path_buf())
                         .collect();
                     journal.record(Entry {
-                        task: task.label.clone(),
+                        task: origin.key.clone(),
                         input_sha256: input_sha[&task.input].clone(),
                         config_sha256: origin.config_sha256.clone(),
                         outputs,

@@ -30,7 +30,7 @@ fn run(run_dir: PathBuf, files: Vec<PathBuf>) -> Result<usize, masp_run::Error> 
     let stages = Stages::default();
     let keys = StageKeys::new(orch.registry(), &stages, Ranges::Segments);
     let mut run = RunDir::open(&run_dir)?;
-    let mut jobs = Job::all(&files);
+    let mut jobs = Job::all(&files)?;
     stages::vad_stage(
         &mut orch,
         &mut jobs,

@@ -452,9 +452,18 @@ pub(crate) fn external_ref(model: &Path, tensor: &TensorProto) -> Result<Option<
             .ok_or_else(|| invalid("no length and no computable size".to_string()))?,
     };
     let dir = model.parent().unwrap_or(Path::new(""));
+    let path = dir.join(&location);
+    // Every reader of external data comes through here: a symbolic link on the way must not
+    // lead out of the model's directory either.
+    if !crate::path::is_inside(crate::path::dir_of(model), &path) {
+        return Err(Error::ExternalDataOutsideModelDir {
+            model: model.to_path_buf(),
+            location,
+        });
+    }
     Ok(Some(ExternalDataRef {
         tensor: tensor.name.clone(),
-        path: dir.join(&location),
+        path,
         location,
         offset,
         length,

@@ -248,6 +248,83 @@ fn external_location_outside_the_model_directory_is_refused() {
 }
 
 #[test]
+fn external_data_through_a_symlink_out_of_the_model_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    fs::create_dir_all(models.join("real")).unwrap();
+    fs::write(dir.path().join("outside.data"), [0u8; 64]).unwrap();
+    fs::write(models.join("real/inside.data"), [0u8; 64]).unwrap();
+    // A file link out, a directory link out, and a link to the directory above.
+    std::os::unix::fs::symlink("../outside.data", models.join("link.data")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), models.join("up")).unwrap();
+    std::os::unix::fs::symlink("..", models.join("parent")).unwrap();
+    let path = models.join("escape.onnx");
+    for location in ["link.data", "up/outside.data", "parent/outside.data"] {
+        write_model(&path, &model_with(vec![external_tensor("w", location, 64)])).unwrap();
+        let err = OnnxMetadata::read(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::ExternalDataOutsideModelDir { location: l, .. } if l == location),
+            "{location}: {err}"
+        );
+    }
+    // Links that stay inside are fine.
+    std::os::unix::fs::symlink("real/inside.data", models.join("ok.data")).unwrap();
+    for location in [
+        "ok.data",
+        "real/inside.data",
+        "parent/models/real/inside.data",
+    ] {
+        write_model(&path, &model_with(vec![external_tensor("w", location, 64)])).unwrap();
+        OnnxMetadata::read(&path).unwrap_or_else(|e| panic!("{location}: {e}"));
+    }
+}
+
+#[test]
+fn a_bare_model_file_name_is_confined_to_the_current_directory() {
+    // `model.onnx` has the empty path as its parent; the check must still resolve links.
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::write(dir.path().join("outside.data"), [0u8; 64]).unwrap();
+    std::os::unix::fs::symlink("../outside.data", work.join("link.data")).unwrap();
+    write_model(
+        &work.join("bare.onnx"),
+        &model_with(vec![external_tensor("w", "link.data", 64)]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "onnx::bare_model_read_in_cwd",
+            "--test-threads=1",
+        ])
+        .env("MASP_BARE_MODEL_CWD", &work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The child must have run that one test, and it must have passed.
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run by the test above in a child, so that changing the directory affects no other test.
+#[test]
+fn bare_model_read_in_cwd() {
+    let Some(cwd) = std::env::var_os("MASP_BARE_MODEL_CWD") else {
+        return;
+    };
+    std::env::set_current_dir(cwd).unwrap();
+    let err = OnnxMetadata::read(std::path::Path::new("bare.onnx")).unwrap_err();
+    assert!(
+        matches!(&err, Error::ExternalDataOutsideModelDir { .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_or_short_external_data_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let spec = WeightsModel {
