@@ -5,7 +5,7 @@
 mod scratch;
 
 use libfuzzer_sys::fuzz_target;
-use masp_orchestrator::journal::{Entry, JOURNAL_FILE, Journal};
+use masp_run::journal::{Entry, JOURNAL_FILE, Journal};
 
 fuzz_target!(|data: &[u8]| {
     let dir = scratch::dir().join("run");

@@ -193,6 +193,7 @@ pub fn test_all() -> Result<()> {
     });
     steps.push(package_step());
     steps.push(downstream_step());
+    steps.push(fuzz_check_step());
     steps.extend(sequential_steps());
     steps.extend(memory_steps());
     run_steps("test", steps)
@@ -317,6 +318,26 @@ fn downstream_step() -> Step {
                 .map_or_else(|| target_dir().join("downstream"), PathBuf::from),
         ),
     }
+}
+
+/// The fuzz targets (`fuzz/`, a workspace of its own that only `cargo fuzz` builds) type-check
+/// against today's crates: a target that stopped compiling would otherwise be found only at the
+/// next fuzzing campaign.
+fn fuzz_check_step() -> Step {
+    let scratch = target_dir().join("fuzz-check");
+    let mut s = step(
+        "fuzz targets compile (cargo check, fuzz/)",
+        &[
+            "check",
+            "--quiet",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--bins",
+        ],
+    );
+    s.command.env("CARGO_TARGET_DIR", &scratch);
+    s.scratch = Some(scratch);
+    s
 }
 
 /// The first of these browsers on PATH.
