@@ -409,15 +409,24 @@ pub fn interleaved(
 /// Speaker turns of one job, from its VAD result and embeddings in the run directory (read one
 /// input at a time, so memory does not grow with the number of inputs).
 ///
+/// The clustering's distance matrix grows as the square of the file's windows, so it is
+/// reserved against `budget` first ([`diarize::linkage_bytes`]) and released after.
+///
 /// # Errors
-/// Reading the records; [`Error::InvalidParameter`] for invalid `options`.
+/// Reading the records; [`Error::InvalidParameter`] for invalid `options`; [`Error::Budget`]
+/// when the clustering does not fit the budget.
 pub fn speaker_turns(
     run: &RunDir,
     job: &Job,
     options: &diarize::SpeakerOptions,
+    budget: &masp_budget::Budget,
 ) -> Result<(VadOutcome, Vec<diarize::Turn>)> {
     let outcome = run.read_vad(job)?;
     let ranges = run.read_embeddings(job)?;
+    let _clustering = budget.try_reserve(
+        diarize::linkage_bytes(ranges.len()),
+        &format!("clustering {} windows", ranges.len()),
+    )?;
     let windows: Vec<(f64, f64)> = ranges.iter().map(|r| (r.start_s, r.end_s)).collect();
     let embeddings: Vec<_> = ranges.iter().map(|r| r.embedding).collect();
     let turns = diarize::assign_speakers(&segments_s(&outcome), &windows, &embeddings, options)?;
