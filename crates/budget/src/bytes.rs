@@ -430,7 +430,11 @@ mod tests {
             );
         }
         for input in ["1.5", "0.5B", "10.25 b"] {
-            assert!(reason(input).contains("whole number"), "{input}: {}", reason(input));
+            assert!(
+                reason(input).contains("whole number"),
+                "{input}: {}",
+                reason(input)
+            );
         }
     }
 

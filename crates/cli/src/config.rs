@@ -220,7 +220,11 @@ impl Settings {
                 .map_err(|e| bad_env("MASP_ISOLATION", &v, &e))?;
             s.isolation.over(Some(i), Source::Env("MASP_ISOLATION"));
         }
-        let checks: [(&str, &mut Setting<usize>, fn(&str, usize) -> anyhow::Result<usize>); 2] = [
+        let checks: [(
+            &str,
+            &mut Setting<usize>,
+            fn(&str, usize) -> anyhow::Result<usize>,
+        ); 2] = [
             ("MASP_THREADS", &mut s.threads, threads),
             ("MASP_MAX_RESIDENT", &mut s.max_resident, positive),
         ];

@@ -85,8 +85,7 @@ impl SpeakerOptions {
     /// ```
     pub fn validate(&self) -> Result<()> {
         self.clustering.validate()?;
-        if !(self.smoothing_s.is_finite() && (0.0..=MAX_SMOOTHING_S).contains(&self.smoothing_s))
-        {
+        if !(self.smoothing_s.is_finite() && (0.0..=MAX_SMOOTHING_S).contains(&self.smoothing_s)) {
             return Err(Error::InvalidParameter {
                 name: "smoothing_s",
                 reason: format!(
@@ -769,6 +768,108 @@ pub fn n_speakers(turns: &[Turn]) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn window_limits_are_checked_before_windows_are_made() {
+        let refused = [
+            (1.5, 0.001),
+            (1.5, 1e-9),
+            (1.5, 0.0),
+            (1.5, -0.5),
+            (1.5, f64::NAN),
+            (1.5, f64::INFINITY),
+            (61.0, 1.0),
+            (f64::NAN, 0.75),
+            (1e300, 0.75),
+            (1.0, 2.0),
+        ];
+        for (window_s, hop_s) in refused {
+            let config = WindowConfig { window_s, hop_s };
+            assert!(
+                matches!(config.validate(), Err(Error::InvalidParameter { .. })),
+                "{config:?}"
+            );
+        }
+        for (window_s, hop_s) in [
+            (MAX_WINDOW_S, MAX_WINDOW_S),
+            (MIN_HOP_S, MIN_HOP_S),
+            (1.5, 0.75),
+        ] {
+            WindowConfig { window_s, hop_s }.validate().unwrap();
+        }
+        // Ten hours of speech at the smallest hop: refused after MAX_WINDOWS_PER_FILE, not after
+        // 720 000 windows.
+        let config = WindowConfig {
+            window_s: 1.5,
+            hop_s: MIN_HOP_S,
+        };
+        for segments in [
+            vec![(0.0, 36_000.0)],
+            (0..2000)
+                .map(|k| (k as f64 * 20.0, k as f64 * 20.0 + 18.0))
+                .collect(),
+        ] {
+            match speech_windows(&segments, &config) {
+                Err(Error::TooManyWindows {
+                    limit, speech_s, ..
+                }) => {
+                    assert_eq!(limit, MAX_WINDOWS_PER_FILE);
+                    assert!(speech_s >= 36_000.0, "{speech_s}");
+                }
+                other => panic!("{:?}", other.map(|w| w.len())),
+            }
+        }
+        // Just under the limit: made.
+        let hop_s = 1.0;
+        let segment_s = (MAX_WINDOWS_PER_FILE as f64 - 1.0) * hop_s;
+        let w = speech_windows(
+            &[(0.0, segment_s)],
+            &WindowConfig {
+                window_s: 1.0,
+                hop_s,
+            },
+        )
+        .unwrap();
+        assert!(w.len() <= MAX_WINDOWS_PER_FILE, "{}", w.len());
+    }
+
+    #[test]
+    fn speaker_options_are_checked_whole() {
+        for options in [
+            SpeakerOptions {
+                smoothing_s: f64::NAN,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                smoothing_s: -1.0,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                smoothing_s: f64::INFINITY,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                smoothing_s: MAX_SMOOTHING_S * 2.0,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                clustering: Clustering::Threshold(f64::NAN),
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                clustering: Clustering::Speakers(0),
+                ..SpeakerOptions::default()
+            },
+        ] {
+            assert!(options.validate().is_err(), "{options:?}");
+        }
+        SpeakerOptions {
+            smoothing_s: 0.0,
+            ..SpeakerOptions::default()
+        }
+        .validate()
+        .unwrap();
+    }
 
     fn unit(dims: &[(usize, f32)]) -> Embedding {
         let mut e = [0.0; EMBEDDING_DIM];

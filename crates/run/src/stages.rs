@@ -432,3 +432,82 @@ pub fn speaker_turns(
     let turns = diarize::assign_speakers(&segments_s(&outcome), &windows, &embeddings, options)?;
     Ok((outcome, turns))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use masp_audio::AudioInfo;
+    use masp_budget::{Budget, BudgetConfig, Bytes};
+    use masp_models::embedder::EMBEDDING_DIM;
+    use masp_orchestrator::task::SpeechSegment;
+
+    use super::*;
+
+    /// A run directory holding a VAD result of one segment and `n` window embeddings for
+    /// `a.wav`, alternating between two directions (two speakers).
+    fn recorded(n: usize) -> (tempfile::TempDir, RunDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("a.wav");
+        std::fs::write(&input, b"not read").unwrap();
+        let job = Job::new(&input);
+        let mut run = RunDir::open(&dir.path().join("run")).unwrap();
+        let n_samples = n as u64 * 8_000 + 24_000;
+        let outcome = VadOutcome {
+            info: AudioInfo {
+                path: input.clone(),
+                codec: "pcm_s16le".into(),
+                source_sample_rate_hz: 16_000,
+                n_channels: 1,
+                n_source_frames: Some(n_samples),
+            },
+            n_samples,
+            segments: vec![SpeechSegment {
+                start_sample: 0,
+                end_sample: n_samples,
+            }],
+        };
+        run.save_vad("vad".into(), &job, "c", &outcome).unwrap();
+        let embeddings: Vec<RangeEmbedding> = (0..n)
+            .map(|i| {
+                let mut embedding = [0.0; EMBEDDING_DIM];
+                embedding[i % 2] = 1.0;
+                RangeEmbedding {
+                    start_s: i as f64 * 0.5,
+                    end_s: i as f64 * 0.5 + 1.5,
+                    embedding,
+                }
+            })
+            .collect();
+        run.save_embeddings("embed".into(), &job, "c", &embeddings)
+            .unwrap();
+        (dir, run, job)
+    }
+
+    #[test]
+    fn clustering_is_reserved_against_the_budget_before_its_matrix_is_made() {
+        let options = diarize::SpeakerOptions {
+            clustering: diarize::Clustering::Speakers(2),
+            ..diarize::SpeakerOptions::default()
+        };
+        let budget = |mib| Budget::new(BudgetConfig::default().with_limit(Bytes::from_mib(mib)));
+        // 12 000 windows: a 288 MB matrix, over a 256 MiB budget, refused with the figures.
+        let (_dir, run, job) = recorded(12_000);
+        let small = budget(256);
+        match speaker_turns(&run, &job, &options, &small) {
+            Err(Error::Budget(masp_budget::Error::OverBudget {
+                requested, purpose, ..
+            })) => {
+                assert_eq!(requested, diarize::linkage_bytes(12_000));
+                assert!(purpose.contains("12000 windows"), "{purpose}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(small.reserved(), Bytes::ZERO);
+        // Within the budget: done, and the reservation released after.
+        let (_dir, run, job) = recorded(40);
+        let (_, turns) = speaker_turns(&run, &job, &options, &small).unwrap();
+        assert!(turns.iter().any(|t| t.speaker == 1), "{turns:?}");
+        assert_eq!(small.reserved(), Bytes::ZERO);
+    }
+}

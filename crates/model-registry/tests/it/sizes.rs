@@ -6,11 +6,9 @@ use std::path::Path;
 use masp_budget::Bytes;
 use masp_model_registry::Error;
 use masp_model_registry::assets;
-use masp_model_registry::manifest::{ManifestError, MAX_WINDOW_SAMPLES, Registry};
+use masp_model_registry::manifest::{MAX_WINDOW_SAMPLES, ManifestError, Registry};
 use masp_model_registry::onnx::OnnxMetadata;
-use masp_model_registry::onnx::cost::{
-    MAX_METADATA_DECODE_BYTES, decode_limit, decoded_bytes,
-};
+use masp_model_registry::onnx::cost::{MAX_METADATA_DECODE_BYTES, decode_limit, decoded_bytes};
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -72,12 +70,21 @@ fn hostile_models() -> Vec<(&'static str, Vec<u8>)> {
         len_field(&mut deep_dims, 11, &info);
     }
     vec![
-        ("a node of 1 M empty attributes", model_with_graph(&node_of_attributes)),
-        ("250 k attributes of empty sparse tensors", model_with_graph(&sparse_attributes)),
+        (
+            "a node of 1 M empty attributes",
+            model_with_graph(&node_of_attributes),
+        ),
+        (
+            "250 k attributes of empty sparse tensors",
+            model_with_graph(&sparse_attributes),
+        ),
         ("1 M empty nodes", model_with_graph(&empties(1, N))),
         ("1 M empty initializers", model_with_graph(&empties(5, N))),
         ("1 M empty value infos", model_with_graph(&empties(13, N))),
-        ("an input of 1 M empty dimensions", model_with_graph(&deep_dims)),
+        (
+            "an input of 1 M empty dimensions",
+            model_with_graph(&deep_dims),
+        ),
     ]
 }
 
@@ -93,7 +100,11 @@ fn files_of_empty_messages_are_refused_before_decoding() {
             "{what}: {cost} for {} bytes",
             bytes.len()
         );
-        println!("{what}: {} bytes decode into {}", bytes.len(), Bytes::new(cost));
+        println!(
+            "{what}: {} bytes decode into {}",
+            bytes.len(),
+            Bytes::new(cost)
+        );
         match OnnxMetadata::read(&path) {
             Err(Error::MetadataTooLarge {
                 file_bytes,
@@ -108,7 +119,10 @@ fn files_of_empty_messages_are_refused_before_decoding() {
             other => panic!("{what}: {other:?}"),
         }
         let message = OnnxMetadata::read(&path).unwrap_err().to_string();
-        assert!(message.contains("hostile.onnx") && message.contains("limit"), "{message}");
+        assert!(
+            message.contains("hostile.onnx") && message.contains("limit"),
+            "{message}"
+        );
     }
 }
 
@@ -131,7 +145,12 @@ fn real_models_decode_well_inside_the_limit() {
             asset.id,
             bytes.len()
         );
-        println!("{}: {} bytes decode into {}", asset.id, bytes.len(), Bytes::new(cost));
+        println!(
+            "{}: {} bytes decode into {}",
+            asset.id,
+            bytes.len(),
+            Bytes::new(cost)
+        );
         OnnxMetadata::read(&path).unwrap();
     }
     assert!(MAX_METADATA_DECODE_BYTES <= Bytes::from_mib(64));
@@ -176,6 +195,9 @@ fn manifest_windows_are_bounded_in_samples_where_they_are_parsed() {
         let registry = manifest(dir.path(), &generic, rate).unwrap();
         let spec = registry.get("g").unwrap();
         let (window, hop) = spec.generic.as_ref().unwrap().window_and_hop(rate).unwrap();
-        assert!(window as u64 <= MAX_WINDOW_SAMPLES && hop <= window, "{generic}");
+        assert!(
+            window as u64 <= MAX_WINDOW_SAMPLES && hop <= window,
+            "{generic}"
+        );
     }
 }
