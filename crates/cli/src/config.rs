@@ -108,6 +108,9 @@ fn positive(name: &str, n: usize) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// How a count from any source is checked: its source's name and the value.
+type CountCheck = fn(&str, usize) -> anyhow::Result<usize>;
+
 /// A thread count from any source: 1 to [`MAX_INTRA_OP_THREADS`] (each thread costs memory no
 /// estimate counts; see there).
 fn threads(name: &str, n: usize) -> anyhow::Result<usize> {
@@ -220,11 +223,7 @@ impl Settings {
                 .map_err(|e| bad_env("MASP_ISOLATION", &v, &e))?;
             s.isolation.over(Some(i), Source::Env("MASP_ISOLATION"));
         }
-        let checks: [(
-            &str,
-            &mut Setting<usize>,
-            fn(&str, usize) -> anyhow::Result<usize>,
-        ); 2] = [
+        let checks: [(&str, &mut Setting<usize>, CountCheck); 2] = [
             ("MASP_THREADS", &mut s.threads, threads),
             ("MASP_MAX_RESIDENT", &mut s.max_resident, positive),
         ];

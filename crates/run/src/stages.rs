@@ -485,6 +485,22 @@ mod tests {
     }
 
     #[test]
+    fn records_over_the_limit_are_refused_before_they_are_read() {
+        let (_dir, run, job) = recorded(3);
+        for path in [run.vad_path(&job), run.embeddings_path(&job)] {
+            // Sparse: a size over the limit without writing it.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(crate::run_dir::MAX_RECORD_BYTES + 1).unwrap();
+        }
+        for err in [
+            run.read_vad(&job).map(|_| ()).unwrap_err(),
+            run.read_embeddings(&job).map(|_| ()).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Malformed { .. }), "{err}");
+        }
+    }
+
+    #[test]
     fn clustering_is_reserved_against_the_budget_before_its_matrix_is_made() {
         let options = diarize::SpeakerOptions {
             clustering: diarize::Clustering::Speakers(2),
