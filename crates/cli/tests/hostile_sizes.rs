@@ -634,6 +634,67 @@ fn class_8_bad_parameters_are_usage_errors_before_any_work() {
         "{}",
         seen.describe()
     );
+    // `masp models` numbers: refused before a model is read or loaded.
+    for (case, args, reasons) in [
+        (
+            "quantize --percentile nan",
+            vec![
+                "models",
+                "quantize",
+                "silero-vad-sequence",
+                "--calibrate",
+                "a.wav",
+                "--percentile",
+                "nan",
+                "--out",
+                "q.onnx",
+            ],
+            vec!["percentile", "NaN"],
+        ),
+        (
+            "quantize --percentile 0",
+            vec![
+                "models",
+                "quantize",
+                "silero-vad-sequence",
+                "--calibrate",
+                "a.wav",
+                "--percentile",
+                "0",
+                "--out",
+                "q.onnx",
+            ],
+            vec!["percentile", "above 0"],
+        ),
+        (
+            "quantize --percentile 101",
+            vec![
+                "models",
+                "quantize",
+                "silero-vad-sequence",
+                "--calibrate",
+                "a.wav",
+                "--percentile",
+                "101",
+                "--out",
+                "q.onnx",
+            ],
+            vec!["percentile", "at most 100"],
+        ),
+        (
+            "calibrate --cycles 0",
+            vec!["models", "calibrate", "--cycles", "0"],
+            vec!["--cycles 0", "1 to 100"],
+        ),
+        (
+            "calibrate --cycles 10^18",
+            vec!["models", "calibrate", "--cycles", "1000000000000000000"],
+            vec!["--cycles", "1 to 100"],
+        ),
+    ] {
+        check(d, case, &args, &[], 1, &reasons);
+        assert!(!d.join("q.onnx").exists(), "{case}");
+    }
     // Pipeline stage parameters: refused with the file, before any work.
     for (case, stage, reasons) in [
         (
