@@ -313,9 +313,13 @@ fn parse_size(input: &str) -> Result<Bytes, &'static str> {
     let factor = unit_factor(unit.trim_start()).ok_or(
         "unknown unit (use B, K/KiB, M/MiB, G/GiB, T/TiB, or SI KB/MB/GB/TB; K/M/G/T are binary)",
     )?;
-    if let Ok(whole) = number.parse::<u64>() {
-        return whole
-            .checked_mul(factor)
+    if !number.contains('.') {
+        // Digits only: the one way `u64` parsing fails here is overflow, which is not a
+        // fraction and must not be reported as one.
+        return number
+            .parse::<u64>()
+            .ok()
+            .and_then(|whole| whole.checked_mul(factor))
             .map(Bytes)
             .ok_or("too large (more than 16 EiB)");
     }
@@ -407,6 +411,32 @@ impl<'de> Deserialize<'de> for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflow_is_too_large_and_a_fraction_of_a_byte_is_not_whole() {
+        let reason = |input: &str| input.parse::<Bytes>().unwrap_err().reason;
+        for input in [
+            "99999999999999999999GiB",
+            "99999999999999999999",
+            "99999999999999999999B",
+            "18446744073709551616",
+            "17179869184GiB",
+            "99999999999999999999.5GiB",
+        ] {
+            assert!(
+                reason(input).starts_with("too large"),
+                "{input}: {}",
+                reason(input)
+            );
+        }
+        for input in ["1.5", "0.5B", "10.25 b"] {
+            assert!(
+                reason(input).contains("whole number"),
+                "{input}: {}",
+                reason(input)
+            );
+        }
+    }
 
     #[test]
     fn parses_human_units() {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use masp_budget::Bytes;
 use masp_model_registry::manifest::Isolation;
+use masp_orchestrator::runtime::MAX_INTRA_OP_THREADS;
 use serde::Deserialize;
 
 use crate::flags::Common;
@@ -107,6 +108,23 @@ fn positive(name: &str, n: usize) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// How a count from any source is checked: its source's name and the value.
+type CountCheck = fn(&str, usize) -> anyhow::Result<usize>;
+
+/// A thread count from any source: 1 to [`MAX_INTRA_OP_THREADS`] (each thread costs memory no
+/// estimate counts; see there).
+fn threads(name: &str, n: usize) -> anyhow::Result<usize> {
+    let n = positive(name, n)?;
+    if n > MAX_INTRA_OP_THREADS {
+        bail!(
+            "{name} {n} is over the limit of {MAX_INTRA_OP_THREADS} threads per model (this \
+             machine has {} cores)",
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        );
+    }
+    Ok(n)
+}
+
 impl Settings {
     /// Resolve from `common`'s flags, the environment and the configuration file.
     ///
@@ -175,7 +193,7 @@ impl Settings {
         }
         if let Some(n) = defaults.threads {
             s.threads.over(
-                Some(positive("threads", n).map_err(|e| bad_file("threads", &e))?),
+                Some(threads("threads", n).map_err(|e| bad_file("threads", &e))?),
                 from_file(),
             );
         }
@@ -205,16 +223,17 @@ impl Settings {
                 .map_err(|e| bad_env("MASP_ISOLATION", &v, &e))?;
             s.isolation.over(Some(i), Source::Env("MASP_ISOLATION"));
         }
-        for (name, setting) in [
-            ("MASP_THREADS", &mut s.threads),
-            ("MASP_MAX_RESIDENT", &mut s.max_resident),
-        ] {
+        let checks: [(&str, &mut Setting<usize>, CountCheck); 2] = [
+            ("MASP_THREADS", &mut s.threads, threads),
+            ("MASP_MAX_RESIDENT", &mut s.max_resident, positive),
+        ];
+        for (name, setting, check) in checks {
             if let Some(v) = env(name) {
                 let n = v
                     .trim()
                     .parse::<usize>()
                     .map_err(|e| bad_env(name, &v, &e))
-                    .and_then(|n| positive(name, n).map_err(|e| bad_env(name, &v, &e)))?;
+                    .and_then(|n| check(name, n).map_err(|e| bad_env(name, &v, &e)))?;
                 setting.over(Some(n), Source::Env(name));
             }
         }
@@ -228,7 +247,7 @@ impl Settings {
             .over(common.isolation, Source::Flag("--isolation"));
         if let Some(n) = common.threads {
             s.threads
-                .over(Some(positive("--threads", n)?), Source::Flag("--threads"));
+                .over(Some(threads("--threads", n)?), Source::Flag("--threads"));
         }
         if let Some(n) = common.max_resident {
             s.max_resident.over(

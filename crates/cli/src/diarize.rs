@@ -142,12 +142,14 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
         (None, Some(t)) => Clustering::Threshold(t),
         (None, None) => Clustering::default(),
     };
-    clustering.validate()?;
     let options = SpeakerOptions {
         clustering,
         smoothing_s: args.smoothing_s,
         centre: !args.no_centre,
     };
+    // Every option before any work: a bad one is a usage error, not a failure of each file
+    // after its VAD and embeddings.
+    options.validate()?;
     let stages = args.stages.stages()?;
     let settings = crate::config::Settings::resolve(&args.common)?;
     let format = settings.format("diarize", args.format, TurnFormat::Rttm)?;
@@ -203,7 +205,7 @@ pub fn run(args: &DiarizeArgs) -> anyhow::Result<Outcome> {
     writer.begin().context("writing to stdout")?;
     let (mut n_written, mut audio_s) = (0usize, 0.0f64);
     for job in jobs.iter_mut().filter(|j| !j.failed) {
-        match stages::speaker_turns(&run, job, &options) {
+        match stages::speaker_turns(&run, job, &options, session.orchestrator.budget()) {
             Ok((outcome, turns)) => {
                 audio_s += outcome.duration_s();
                 writer

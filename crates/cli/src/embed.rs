@@ -56,6 +56,8 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
         anyhow::bail!("--format npy writes files: give a directory with --out");
     }
     let stages = args.stages.stages()?;
+    // Settings (budget, threads…) are checked before the first directory is made.
+    let settings = crate::config::Settings::resolve(&args.common)?;
     if let Some(out) = &args.out {
         masp_run::create_output_dir(out)?;
     }
@@ -63,7 +65,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<Outcome> {
     let shard = args.common.shard.resolve()?;
     let run_dir = crate::flags::run_dir_for(args.run_dir.as_deref(), "masp-run/embed", shard);
     let mut run = open_run_dir(&run_dir)?;
-    let mut session = Session::start(&args.common)?;
+    let mut session = Session::start_with(&args.common, settings)?;
     let ranges = if args.per_window {
         Ranges::Windows
     } else {

@@ -68,6 +68,11 @@ enum ModelsCommand {
     },
 }
 
+/// The most load/unload cycles `masp models calibrate` runs per model: 100. The estimate keeps
+/// the largest of a few measured peaks; a count beyond this is a mistyped flag that would
+/// load models for hours.
+const MAX_CALIBRATION_CYCLES: usize = 100;
+
 pub fn run(args: &ModelsArgs) -> anyhow::Result<Outcome> {
     match &args.command {
         ModelsCommand::List => list(&args.common),
@@ -82,18 +87,29 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<Outcome> {
             out,
             percentile,
             exclude,
-        } => model_files::quantize(
-            &args.common,
-            name,
-            &model_files::QuantizeArgs {
-                calibrate,
-                check,
-                out: out.as_ref(),
-                percentile: *percentile,
-                exclude,
-            },
-        ),
-        ModelsCommand::Calibrate { names, cycles } => calibrate(&args.common, names, *cycles),
+        } => {
+            // Before the model is read or any audio calibrated.
+            masp_models::quantize::check_percentile(*percentile)?;
+            model_files::quantize(
+                &args.common,
+                name,
+                &model_files::QuantizeArgs {
+                    calibrate,
+                    check,
+                    out: out.as_ref(),
+                    percentile: *percentile,
+                    exclude,
+                },
+            )
+        }
+        ModelsCommand::Calibrate { names, cycles } => {
+            if !(1..=MAX_CALIBRATION_CYCLES).contains(cycles) {
+                anyhow::bail!(
+                    "--cycles {cycles}: give 1 to {MAX_CALIBRATION_CYCLES} load/unload cycles"
+                );
+            }
+            calibrate(&args.common, names, *cycles)
+        }
     }
 }
 
@@ -196,7 +212,7 @@ fn calibrate(common: &Common, names: &[String], cycles: usize) -> anyhow::Result
     };
     let mut failed = 0;
     for name in &names {
-        for _ in 0..cycles.max(1) {
+        for _ in 0..cycles {
             if let Err(e) = session.orchestrator.load_model(name) {
                 failed += 1;
                 eprintln!("masp: {name}: {}", crate::one_line(&e));

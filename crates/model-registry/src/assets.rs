@@ -155,6 +155,26 @@ pub fn by_id(id: &str) -> Option<&'static Asset> {
     ALL.iter().find(|asset| asset.id == id)
 }
 
+/// The length of a sha256 in hex: 32 bytes, two digits each.
+pub const SHA256_HEX_LEN: usize = 64;
+
+/// Whether `text` is a sha256 as masp writes it: exactly [`SHA256_HEX_LEN`] lowercase hex
+/// digits. Every hash read back from a file (journal, shard manifest) is checked with this
+/// where it is parsed, so later code may slice or compare it as ASCII.
+///
+/// # Examples
+///
+/// ```
+/// use masp_model_registry::assets::is_sha256_hex;
+///
+/// assert!(is_sha256_hex(&"ab".repeat(32)));
+/// assert!(!is_sha256_hex(&"AB".repeat(32)));
+/// assert!(!is_sha256_hex(&"é".repeat(32))); // 64 bytes, not 64 digits
+/// ```
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == SHA256_HEX_LEN && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The sha256 of a file's content, lowercase hex. Streams the file in 64 KiB blocks (small
 /// enough to stay off the allocator's mmap path and out of the process's peak).
 ///

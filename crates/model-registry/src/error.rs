@@ -16,8 +16,9 @@ pub enum Error {
     NoHome,
     /// An asset file is not where it should be.
     #[error(
-        "{what} not found at {path}: run `cargo xtask setup` (or `masp setup`), \
-         or point {hint} at a copy you obtained yourself"
+        "{what} not found at {path}: run `cargo xtask setup` in a masp source checkout \
+         (it fetches the pinned assets into the cache), or point {hint} at a copy you obtained \
+         yourself"
     )]
     AssetMissing {
         /// Human name of the asset.
@@ -52,6 +53,22 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong, e.g. the protobuf decoder's message or "no graph".
         reason: String,
+    },
+    /// Decoding a model file's structure would take far more memory than its size justifies
+    /// (see [`crate::onnx::cost`]): a file built to amplify, refused before decoding.
+    #[error(
+        "{path} is refused: decoding its graph structure would take {decoded_bytes} for a file of \
+         {file_bytes}, over the limit of {limit_bytes} (not a model an exporter writes)"
+    )]
+    MetadataTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Size of the file.
+        file_bytes: Bytes,
+        /// What decoding it would allocate.
+        decoded_bytes: Bytes,
+        /// The most allowed for a file of this size.
+        limit_bytes: Bytes,
     },
     /// A model file ends before the data it declares: a partial download or copy.
     #[error(

@@ -70,6 +70,12 @@ pub enum ModelSource {
     File(PathBuf),
 }
 
+/// The longest window the generic adapter feeds, in samples at the model's rate: 4 Mi samples,
+/// 16 MiB of `f32` (262 s at 16 kHz, 10.9 s at 384 kHz). The adapter holds a window and a hop
+/// at once (at most 32 MiB), a cost no estimate of the model's own includes, so it is capped
+/// here rather than left to `window_ms` (a `u32`: up to 4 294 967 295 ms, 256 GiB at 16 kHz).
+pub const MAX_WINDOW_SAMPLES: u64 = 1 << 22;
+
 /// How the generic adapter feeds a model.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -536,6 +542,19 @@ fn specs_of(raw: RawManifest, path: &Path, base: &Path) -> Result<Vec<ModelSpec>
             }
             if g.window_ms == Some(0) || g.hop_ms == Some(0) {
                 return Err(bad("window_ms and hop_ms must be positive"));
+            }
+            // Checked in samples, where the allocation is sized: the limit depends on the rate.
+            for (name, ms) in [("window_ms", g.window_ms), ("hop_ms", g.hop_ms)] {
+                if let Some(ms) = ms {
+                    let samples = u64::from(ms) * u64::from(sample_rate_hz) / 1000;
+                    if samples > MAX_WINDOW_SAMPLES {
+                        return Err(bad(&format!(
+                            "{name} = {ms} is {samples} samples at {sample_rate_hz} Hz, over the \
+                             limit of {MAX_WINDOW_SAMPLES} ({} ms at this rate)",
+                            MAX_WINDOW_SAMPLES * 1000 / u64::from(sample_rate_hz)
+                        )));
+                    }
+                }
             }
             match (g.window_ms, g.hop_ms) {
                 (None, Some(_)) => return Err(bad("hop_ms needs window_ms")),

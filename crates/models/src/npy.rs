@@ -7,8 +7,16 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Header bytes reserved up front; enough for any realistic shape.
-const HEADER_LEN: usize = 256;
+/// Header bytes reserved up front: the shape is rewritten in place at the end, so it must fit
+/// from the start. 256 bytes hold a shape of 8 axes of 20 digits each; a shape that does not
+/// fit (a model's output shape is input like any other) is refused at [`NpyWriter::create`],
+/// never cut short.
+pub const HEADER_LEN: usize = 256;
+
+/// The most row values a writer accepts: 2^28 (1 GiB of `f32` per row). A row is one window's
+/// output, held in memory by ONNX Runtime already; the bound keeps the product of a model's
+/// declared axes from overflowing.
+pub const MAX_ROW_VALUES: usize = 1 << 28;
 
 /// Appends rows of a fixed shape to a `.npy` file (little-endian float32, C order).
 #[derive(Debug)]
@@ -23,12 +31,29 @@ impl NpyWriter {
     /// Create `path`; every row will have `row_shape`.
     ///
     /// # Errors
-    /// I/O errors creating the file.
+    /// `InvalidInput` for a row shape whose values overflow [`MAX_ROW_VALUES`] or whose final
+    /// header (with a row count up to `usize::MAX`) would not fit [`HEADER_LEN`]; I/O errors
+    /// creating the file.
     pub fn create(path: &Path, row_shape: &[usize]) -> std::io::Result<Self> {
+        let invalid =
+            |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
+        row_values(row_shape)
+            .filter(|&n| n <= MAX_ROW_VALUES)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "rows shaped {row_shape:?} are over the limit of {MAX_ROW_VALUES} values"
+                ))
+            })?;
+        header(usize::MAX, row_shape).ok_or_else(|| {
+            invalid(format!(
+                "a shape of {} axes {row_shape:?} does not fit the {HEADER_LEN}-byte .npy header",
+                row_shape.len() + 1
+            ))
+        })?;
         let mut out = BufWriter::new(File::create(masp_model_registry::atomic::temporary_path(
             path,
         ))?);
-        out.write_all(&header(0, row_shape))?;
+        out.write_all(&header(0, row_shape).unwrap_or_default())?;
         Ok(Self {
             path: path.to_path_buf(),
             out,
@@ -47,7 +72,8 @@ impl NpyWriter {
     /// # Errors
     /// `InvalidInput` when `values` has the wrong length; I/O errors.
     pub fn push_row(&mut self, values: &[f32]) -> std::io::Result<()> {
-        let expected: usize = self.row_shape.iter().product();
+        // Checked at `create`: the product fits.
+        let expected = row_values(&self.row_shape).unwrap_or(usize::MAX);
         if values.len() != expected {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -69,7 +95,8 @@ impl NpyWriter {
         self.out.flush()?;
         let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(&header(self.n_rows, &self.row_shape))?;
+        // Fits: `create` checked the header with the largest row count.
+        file.write_all(&header(self.n_rows, &self.row_shape).unwrap_or_default())?;
         file.sync_all()?;
         std::fs::rename(
             masp_model_registry::atomic::temporary_path(&self.path),
@@ -81,8 +108,14 @@ impl NpyWriter {
     }
 }
 
-/// A version 1.0 header padded with spaces to exactly [`HEADER_LEN`] bytes.
-fn header(n_rows: usize, row_shape: &[usize]) -> Vec<u8> {
+/// The number of values in a row shaped `row_shape`, `None` on overflow.
+fn row_values(row_shape: &[usize]) -> Option<usize> {
+    row_shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// A version 1.0 header padded with spaces to exactly [`HEADER_LEN`] bytes, `None` when the
+/// shape does not fit.
+fn header(n_rows: usize, row_shape: &[usize]) -> Option<Vec<u8>> {
     let mut dims = vec![n_rows.to_string()];
     dims.extend(row_shape.iter().map(usize::to_string));
     let shape = if dims.len() == 1 {
@@ -95,9 +128,12 @@ fn header(n_rows: usize, row_shape: &[usize]) -> Vec<u8> {
     let body_len = HEADER_LEN - 10;
     out.extend_from_slice(&(body_len as u16).to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
+    if out.len() >= HEADER_LEN {
+        return None;
+    }
     out.resize(HEADER_LEN - 1, b' ');
     out.push(b'\n');
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -120,5 +156,45 @@ mod tests {
         assert!(text.contains("'shape': (2, 2, 3)"), "{text}");
         assert_eq!(HEADER_LEN % 64, 0);
         assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 4], &1.0f32.to_le_bytes());
+    }
+
+    #[test]
+    fn shapes_that_overflow_or_do_not_fit_the_header_are_refused_at_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let refused: [&[usize]; 5] = [
+            &[usize::MAX, 2],
+            &[1 << 20, 1 << 20],
+            &[MAX_ROW_VALUES + 1],
+            &[1; 100],
+            &[
+                0,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+                usize::MAX,
+            ],
+        ];
+        for shape in refused {
+            let err = NpyWriter::create(&path, shape).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{shape:?}: {err}"
+            );
+        }
+        // Eight axes of 20 digits (a row count and seven) still fit, and so do empty rows.
+        let wide = [0usize, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        NpyWriter::create(&path, &wide).unwrap().finish().unwrap();
+        assert_eq!(
+            header(usize::MAX, &[usize::MAX; 7]).map(|h| h.len()),
+            Some(HEADER_LEN)
+        );
     }
 }

@@ -32,6 +32,32 @@ pub const MIN_AGREEMENT: f64 = 0.97;
 /// saturate instead of stretching the scale for all the others.
 pub const DEFAULT_PERCENTILE: f64 = 99.999;
 
+/// Check a calibration percentile: a number above 0 and at most 100 (NaN would silently pick
+/// the smallest range).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming `percentile`.
+///
+/// # Examples
+///
+/// ```
+/// use masp_models::quantize::{DEFAULT_PERCENTILE, check_percentile};
+///
+/// assert!(check_percentile(DEFAULT_PERCENTILE).is_ok());
+/// assert!(check_percentile(f64::NAN).is_err());
+/// assert!(check_percentile(0.0).is_err());
+/// ```
+pub fn check_percentile(percentile: f64) -> Result<()> {
+    if percentile > 0.0 && percentile <= 100.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name: "percentile",
+            reason: format!("{percentile} is not a percentile above 0 and at most 100"),
+        })
+    }
+}
+
 /// Frames per calibration call (~2 s, as the VAD runs).
 const BLOCK_FRAMES: usize = 64;
 
@@ -70,6 +96,7 @@ pub struct VadCalibration<'a> {
 /// is not silero's sequence export (`input`, `h`, `c`), [`Error::InvalidParameter`] naming a file
 /// that cannot be decoded, [`Error::Inference`] from ONNX Runtime.
 pub fn calibrate_vad(setup: &VadCalibration<'_>, files: &[PathBuf]) -> Result<Calibration> {
+    check_percentile(setup.percentile)?;
     let VadCalibration {
         admitted,
         name,

@@ -38,12 +38,19 @@ static SESSION_CREATED: AtomicBool = AtomicBool::new(false);
 /// rounded up. Paid once, then part of the process's baseline.
 pub const FIRST_SESSION_ALLOWANCE: Bytes = Bytes::from_mib(16);
 
+/// The most intra-op threads a session is given: 64. Each thread costs resident memory no
+/// estimate counts (measured: `--threads 20000` took a 256 MiB run to 1.4 GiB, ~70 KiB a
+/// thread, and spinning threads starved the rest until it seemed hung), and no audio model here
+/// gains past a few. Larger requests are clamped where sessions are made, so no path (a flag,
+/// a configuration file, a worker's request) passes more; the CLI refuses them as a usage error.
+pub const MAX_INTRA_OP_THREADS: usize = 64;
+
 /// How a session is created; fields default to what masp's workloads want on a small machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Threads ONNX Runtime may use inside one operator. Default 1: audio models here are small
     /// and sequential, and one thread per model leaves the other core for decoding. Raise it for
-    /// large models.
+    /// large models; at most [`MAX_INTRA_OP_THREADS`] are used.
     pub intra_op_threads: usize,
     /// Whether ONNX Runtime may pre-pack weights into kernel-friendly layouts. Default true
     /// (faster inference). Pre-packing keeps a second copy of some weights; turn it off for
@@ -146,7 +153,7 @@ impl Runtime {
         };
         Session::builder(&self.environment)
             .map_err(|e| load_err(e.to_string()))?
-            .with_intra_threads(options.intra_op_threads.max(1))
+            .with_intra_threads(options.intra_op_threads.clamp(1, MAX_INTRA_OP_THREADS))
             .map_err(|e| load_err(e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| load_err(e.to_string()))?

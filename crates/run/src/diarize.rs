@@ -30,6 +30,26 @@ use masp_models::embedder::{EMBEDDING_DIM, Embedding, cosine};
 /// DER of 8.9 % on the 12 conversations (1.1: 8.1 %); both tie at 8.5 % over all 13.
 pub const DEFAULT_THRESHOLD: f64 = 1.2;
 
+/// The shortest hop between embedding windows, in seconds: 0.05. The embedder's frames are
+/// 10 ms and it averages 0.82 s sub-windows, so a finer hop adds embeddings (and a larger
+/// distance matrix), not resolution; `--hop-s 1e-9` once asked for 10^9 windows a second.
+pub const MIN_HOP_S: f64 = 0.05;
+
+/// The longest embedding window, in seconds: 60. A window is one embedding, the mean of its
+/// 0.82 s sub-windows; a minute is longer than any speaker turn it is meant to label, and
+/// bounds the audio a window holds (3.7 MiB at 16 kHz).
+pub const MAX_WINDOW_S: f64 = 60.0;
+
+/// The most embedding windows one file may have: 20 000, over 4 hours of speech at the default
+/// hop. Bounds the embedding stage's work and record per file; clustering them needs 2·n²
+/// bytes more (800 MB at the limit), which is reserved against the budget before it is
+/// allocated ([`linkage_bytes`]).
+pub const MAX_WINDOWS_PER_FILE: usize = 20_000;
+
+/// The longest smoothing radius, in seconds: an hour. Any radius longer than a speech segment
+/// averages the whole segment, so a larger value only hides a mistyped one.
+pub const MAX_SMOOTHING_S: f64 = 3600.0;
+
 /// How window embeddings become speakers; see [`assign_speakers`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpeakerOptions {
@@ -45,6 +65,37 @@ pub struct SpeakerOptions {
     /// speakers of a file differ only in the second decimal. A file with one speaker is then
     /// clustered on noise: give `Clustering::Speakers(1)` when that is known.
     pub centre: bool,
+}
+
+impl SpeakerOptions {
+    /// Check ranges, so a command can refuse bad options before any work.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an invalid clustering (see [`Clustering::validate`]) or a
+    /// smoothing radius that is not a number of seconds in `0..=`[`MAX_SMOOTHING_S`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use masp_run::diarize::SpeakerOptions;
+    ///
+    /// assert!(SpeakerOptions::default().validate().is_ok());
+    /// let nan = SpeakerOptions { smoothing_s: f64::NAN, ..SpeakerOptions::default() };
+    /// assert!(nan.validate().unwrap_err().to_string().contains("smoothing_s"));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        self.clustering.validate()?;
+        if !(self.smoothing_s.is_finite() && (0.0..=MAX_SMOOTHING_S).contains(&self.smoothing_s)) {
+            return Err(Error::InvalidParameter {
+                name: "smoothing_s",
+                reason: format!(
+                    "{} is not a number of seconds from 0 to {MAX_SMOOTHING_S}",
+                    self.smoothing_s
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for SpeakerOptions {
@@ -81,19 +132,23 @@ impl WindowConfig {
     /// Check ranges.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] unless `0 < hop_s <= window_s`, both finite.
+    /// [`Error::InvalidParameter`] unless [`MIN_HOP_S`] `<= hop_s <= window_s <=`
+    /// [`MAX_WINDOW_S`] (NaN and infinities fail too).
     pub fn validate(&self) -> Result<()> {
-        if !(self.window_s.is_finite() && self.window_s > 0.0) {
+        if !(self.window_s.is_finite() && self.window_s > 0.0 && self.window_s <= MAX_WINDOW_S) {
             return Err(Error::InvalidParameter {
                 name: "window_s",
-                reason: format!("{} is not a positive number of seconds", self.window_s),
+                reason: format!(
+                    "{} is not a number of seconds above 0 and at most {MAX_WINDOW_S}",
+                    self.window_s
+                ),
             });
         }
-        if !(self.hop_s.is_finite() && self.hop_s > 0.0 && self.hop_s <= self.window_s) {
+        if !(self.hop_s.is_finite() && self.hop_s >= MIN_HOP_S && self.hop_s <= self.window_s) {
             return Err(Error::InvalidParameter {
                 name: "hop_s",
                 reason: format!(
-                    "{} must be positive and at most the window ({} s)",
+                    "{} must be at least {MIN_HOP_S} s and at most the window ({} s)",
                     self.hop_s, self.window_s
                 ),
             });
@@ -157,7 +212,9 @@ const EPSILON_S: f64 = 1e-6;
 /// `end_s <= start_s` give none. Windows come in segment order.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for an invalid `config`.
+/// [`Error::InvalidParameter`] for an invalid `config`; [`Error::TooManyWindows`] when the
+/// segments would give more than [`MAX_WINDOWS_PER_FILE`] windows (found before that many are
+/// made).
 ///
 /// # Examples
 ///
@@ -170,12 +227,30 @@ const EPSILON_S: f64 = 1e-6;
 pub fn speech_windows(segments: &[(f64, f64)], config: &WindowConfig) -> Result<Vec<(f64, f64)>> {
     config.validate()?;
     let mut out = Vec::new();
+    // Every push goes through here: the count is checked before the vector grows past it.
+    let push = |out: &mut Vec<(f64, f64)>, window: (f64, f64)| {
+        if out.len() >= MAX_WINDOWS_PER_FILE {
+            let speech_s = segments
+                .iter()
+                .map(|&(s, e)| (e - s).max(0.0))
+                .filter(|d| d.is_finite())
+                .sum();
+            return Err(Error::TooManyWindows {
+                speech_s,
+                window_s: config.window_s,
+                hop_s: config.hop_s,
+                limit: MAX_WINDOWS_PER_FILE,
+            });
+        }
+        out.push(window);
+        Ok(())
+    };
     for &(start, end) in segments {
         if end.partial_cmp(&start) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         if end - start <= config.window_s + EPSILON_S {
-            out.push((start, end));
+            push(&mut out, (start, end))?;
             continue;
         }
         let mut k = 0u32;
@@ -184,13 +259,13 @@ pub fn speech_windows(segments: &[(f64, f64)], config: &WindowConfig) -> Result<
             if s + config.window_s > end + EPSILON_S {
                 break;
             }
-            out.push((s, s + config.window_s));
+            push(&mut out, (s, s + config.window_s))?;
             k += 1;
         }
         if let Some(&(_, last_end)) = out.last()
             && last_end < end - EPSILON_S
         {
-            out.push((end - config.window_s, end));
+            push(&mut out, (end - config.window_s, end))?;
         }
     }
     Ok(out)
@@ -218,6 +293,28 @@ fn cosine_distance(a: &Embedding, b: &Embedding) -> f64 {
 fn condensed(n: usize, i: usize, j: usize) -> usize {
     let (i, j) = if i < j { (i, j) } else { (j, i) };
     i * n - i * (i + 1) / 2 + (j - i - 1)
+}
+
+/// The memory [`linkage`] allocates for `n_windows` embeddings: its condensed distance matrix
+/// (`f32`, n·(n-1)/2 entries) and its per-leaf tables. Callers with a budget reserve this first
+/// ([`crate::stages::speaker_turns`] does).
+///
+/// # Examples
+///
+/// ```
+/// use masp_run::diarize::linkage_bytes;
+///
+/// assert_eq!(linkage_bytes(1).get(), 0);
+/// assert!(linkage_bytes(20_000).get() > 800_000_000);
+/// ```
+pub fn linkage_bytes(n_windows: usize) -> masp_budget::Bytes {
+    let n = n_windows as u64;
+    if n < 2 {
+        return masp_budget::Bytes::ZERO;
+    }
+    let matrix = n * (n - 1) / 2 * std::mem::size_of::<f32>() as u64;
+    let per_leaf = (std::mem::size_of::<usize>() * 2 + 1 + std::mem::size_of::<Merge>()) as u64;
+    masp_budget::Bytes::new(matrix + n * per_leaf)
 }
 
 /// The average-linkage tree over `embeddings` on cosine distance: `n - 1` merges sorted by
@@ -562,12 +659,7 @@ pub fn assign_speakers(
             ),
         });
     }
-    if !(options.smoothing_s.is_finite() && options.smoothing_s >= 0.0) {
-        return Err(Error::InvalidParameter {
-            name: "smoothing_s",
-            reason: format!("{} is not a number of seconds >= 0", options.smoothing_s),
-        });
-    }
+    options.validate()?;
     let mut prepared = smooth(segments, windows, embeddings, options.smoothing_s);
     if options.centre {
         prepared = centre(&prepared);
@@ -676,6 +768,108 @@ pub fn n_speakers(turns: &[Turn]) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn window_limits_are_checked_before_windows_are_made() {
+        let refused = [
+            (1.5, 0.001),
+            (1.5, 1e-9),
+            (1.5, 0.0),
+            (1.5, -0.5),
+            (1.5, f64::NAN),
+            (1.5, f64::INFINITY),
+            (61.0, 1.0),
+            (f64::NAN, 0.75),
+            (1e300, 0.75),
+            (1.0, 2.0),
+        ];
+        for (window_s, hop_s) in refused {
+            let config = WindowConfig { window_s, hop_s };
+            assert!(
+                matches!(config.validate(), Err(Error::InvalidParameter { .. })),
+                "{config:?}"
+            );
+        }
+        for (window_s, hop_s) in [
+            (MAX_WINDOW_S, MAX_WINDOW_S),
+            (MIN_HOP_S, MIN_HOP_S),
+            (1.5, 0.75),
+        ] {
+            WindowConfig { window_s, hop_s }.validate().unwrap();
+        }
+        // Ten hours of speech at the smallest hop: refused after MAX_WINDOWS_PER_FILE, not after
+        // 720 000 windows.
+        let config = WindowConfig {
+            window_s: 1.5,
+            hop_s: MIN_HOP_S,
+        };
+        for segments in [
+            vec![(0.0, 36_000.0)],
+            (0..2000)
+                .map(|k| (k as f64 * 20.0, k as f64 * 20.0 + 18.0))
+                .collect(),
+        ] {
+            match speech_windows(&segments, &config) {
+                Err(Error::TooManyWindows {
+                    limit, speech_s, ..
+                }) => {
+                    assert_eq!(limit, MAX_WINDOWS_PER_FILE);
+                    assert!(speech_s >= 36_000.0, "{speech_s}");
+                }
+                other => panic!("{:?}", other.map(|w| w.len())),
+            }
+        }
+        // Just under the limit: made.
+        let hop_s = 1.0;
+        let segment_s = (MAX_WINDOWS_PER_FILE as f64 - 1.0) * hop_s;
+        let w = speech_windows(
+            &[(0.0, segment_s)],
+            &WindowConfig {
+                window_s: 1.0,
+                hop_s,
+            },
+        )
+        .unwrap();
+        assert!(w.len() <= MAX_WINDOWS_PER_FILE, "{}", w.len());
+    }
+
+    #[test]
+    fn speaker_options_are_checked_whole() {
+        for options in [
+            SpeakerOptions {
+                smoothing_s: f64::NAN,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                smoothing_s: -1.0,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                smoothing_s: f64::INFINITY,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                smoothing_s: MAX_SMOOTHING_S * 2.0,
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                clustering: Clustering::Threshold(f64::NAN),
+                ..SpeakerOptions::default()
+            },
+            SpeakerOptions {
+                clustering: Clustering::Speakers(0),
+                ..SpeakerOptions::default()
+            },
+        ] {
+            assert!(options.validate().is_err(), "{options:?}");
+        }
+        SpeakerOptions {
+            smoothing_s: 0.0,
+            ..SpeakerOptions::default()
+        }
+        .validate()
+        .unwrap();
+    }
 
     fn unit(dims: &[(usize, f32)]) -> Embedding {
         let mut e = [0.0; EMBEDDING_DIM];
@@ -815,7 +1009,7 @@ mod tests {
         fn windows_lie_inside_their_segments(
             segs in segments(), window_s in 0.2f64..3.0, frac in 0.1f64..1.0,
         ) {
-            let config = WindowConfig { window_s, hop_s: window_s * frac };
+            let config = WindowConfig { window_s, hop_s: (window_s * frac).max(MIN_HOP_S) };
             let w = speech_windows(&segs, &config).unwrap();
             for &(s, e) in &w {
                 prop_assert!(e > s);

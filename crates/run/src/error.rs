@@ -17,6 +17,26 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// A file's speech would be cut into more embedding windows than one file may have
+    /// ([`crate::diarize::MAX_WINDOWS_PER_FILE`]).
+    #[error(
+        "{speech_s:.1} s of speech in windows of {window_s} s every {hop_s} s gives more than \
+         {limit} windows, the most one file may have: use a larger --hop-s"
+    )]
+    TooManyWindows {
+        /// Seconds of speech in the file.
+        speech_s: f64,
+        /// The window length.
+        window_s: f64,
+        /// The hop.
+        hop_s: f64,
+        /// [`crate::diarize::MAX_WINDOWS_PER_FILE`].
+        limit: usize,
+    },
+    /// Memory for a step outside any model (e.g. clustering a file's windows) was refused by
+    /// the budget.
+    #[error(transparent)]
+    Budget(#[from] masp_budget::Error),
     /// A result, record or journal line could not be written or read back.
     #[error("{}: {reason}", path.display())]
     Output {

@@ -84,6 +84,36 @@ impl StageSpec {
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.model)
     }
+
+    /// Whether the file sets any of the VAD parameters.
+    fn has_vad_params(&self) -> bool {
+        self.threshold.is_some()
+            || self.min_speech_ms.is_some()
+            || self.min_silence_ms.is_some()
+            || self.speech_pad_ms.is_some()
+    }
+
+    /// The VAD parameters of this stage (defaults for what it does not set), checked. The one
+    /// place they are built: [`Pipeline::parse`] calls it so a bad value is refused with the
+    /// file, before any work.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the stage and the parameter.
+    pub fn vad_params(&self) -> Result<VadParams> {
+        let d = VadParams::default();
+        let p = VadParams {
+            threshold: self.threshold.unwrap_or(d.threshold),
+            min_speech_ms: self.min_speech_ms.unwrap_or(d.min_speech_ms),
+            min_silence_ms: self.min_silence_ms.unwrap_or(d.min_silence_ms),
+            speech_pad_ms: self.speech_pad_ms.unwrap_or(d.speech_pad_ms),
+            ..d
+        };
+        p.validate().map_err(|e| Error::InvalidParameter {
+            name: "stage",
+            reason: format!("stage {}: {e}", self.name()),
+        })?;
+        Ok(p)
+    }
 }
 
 impl Pipeline {
@@ -143,6 +173,11 @@ impl Pipeline {
                     "two stages are named {name:?}: their results would share a directory \
                      (give each a distinct `name`)"
                 )));
+            }
+            if stage.has_vad_params() {
+                stage
+                    .vad_params()
+                    .map_err(|e| malformed(crate::stages::one_line(&e)))?;
             }
         }
         let isolation = file
@@ -238,22 +273,19 @@ impl Pipeline {
                     })?;
                 let name = stage.name();
                 let dir = out.join(name);
+                if spec.kind != ModelKind::Vad && stage.has_vad_params() {
+                    return Err(Error::InvalidParameter {
+                        name: "stage",
+                        reason: format!(
+                            "stage {name}: threshold, min_speech_ms, min_silence_ms and \
+                             speech_pad_ms apply to VAD models, and {} is a {} model",
+                            stage.model,
+                            spec.kind.as_str()
+                        ),
+                    });
+                }
                 let params = match spec.kind {
-                    ModelKind::Vad => {
-                        let d = VadParams::default();
-                        let p = VadParams {
-                            threshold: stage.threshold.unwrap_or(d.threshold),
-                            min_speech_ms: stage.min_speech_ms.unwrap_or(d.min_speech_ms),
-                            min_silence_ms: stage.min_silence_ms.unwrap_or(d.min_silence_ms),
-                            speech_pad_ms: stage.speech_pad_ms.unwrap_or(d.speech_pad_ms),
-                            ..d
-                        };
-                        p.validate().map_err(|e| Error::InvalidParameter {
-                            name: "stage",
-                            reason: format!("stage {name}: {e}"),
-                        })?;
-                        TaskParams::Vad(p)
-                    }
+                    ModelKind::Vad => TaskParams::Vad(stage.vad_params()?),
                     ModelKind::SpeakerEmbedding => TaskParams::Embed {
                         output: Some(result_files(&dir, file)?),
                         windows: None,

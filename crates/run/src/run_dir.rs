@@ -273,9 +273,14 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     crate::write_file(path, &bytes)
 }
 
+/// The largest record read back from a run directory, in bytes: 128 MiB. The largest masp
+/// writes is a file's embeddings (at [`crate::diarize::MAX_WINDOWS_PER_FILE`] windows, ~60 MB
+/// of JSON); a larger file was not written by masp, and is refused before it is read.
+pub const MAX_RECORD_BYTES: u64 = 128 << 20;
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
+    let text = read_bounded(path, MAX_RECORD_BYTES)?;
+    serde_json::from_str(&text).map_err(|e| Error::Malformed {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })

@@ -347,9 +347,32 @@ fn read_manifest(dir: &Path) -> Result<ShardManifest> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    // The count is taken from a file: check it as where it is parsed.
-    Shard::new(manifest.shard.index, manifest.shard.count)
-        .map_err(|reason| Error::Malformed { path, reason })?;
+    // Every number and hash is taken from a file: check them where they are parsed, so the
+    // merge below may index, count and print them without a second thought.
+    let malformed = |reason: String| Error::Malformed {
+        path: path.clone(),
+        reason,
+    };
+    Shard::new(manifest.shard.index, manifest.shard.count).map_err(malformed)?;
+    for (field, value) in [
+        ("config_sha256", &manifest.config_sha256),
+        ("inputs_sha256", &manifest.inputs_sha256),
+    ] {
+        if !masp_model_registry::assets::is_sha256_hex(value) {
+            return Err(malformed(format!(
+                "{field} is not a sha256 ({} lowercase hex digits): {:?}",
+                masp_model_registry::assets::SHA256_HEX_LEN,
+                value.chars().take(80).collect::<String>()
+            )));
+        }
+    }
+    if manifest.inputs.len() > manifest.n_inputs_total {
+        return Err(malformed(format!(
+            "lists {} inputs of a job of {} (n_inputs_total)",
+            manifest.inputs.len(),
+            manifest.n_inputs_total
+        )));
+    }
     Ok(manifest)
 }
 

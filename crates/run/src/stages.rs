@@ -409,17 +409,121 @@ pub fn interleaved(
 /// Speaker turns of one job, from its VAD result and embeddings in the run directory (read one
 /// input at a time, so memory does not grow with the number of inputs).
 ///
+/// The clustering's distance matrix grows as the square of the file's windows, so it is
+/// reserved against `budget` first ([`diarize::linkage_bytes`]) and released after.
+///
 /// # Errors
-/// Reading the records; [`Error::InvalidParameter`] for invalid `options`.
+/// Reading the records; [`Error::InvalidParameter`] for invalid `options`; [`Error::Budget`]
+/// when the clustering does not fit the budget.
 pub fn speaker_turns(
     run: &RunDir,
     job: &Job,
     options: &diarize::SpeakerOptions,
+    budget: &masp_budget::Budget,
 ) -> Result<(VadOutcome, Vec<diarize::Turn>)> {
     let outcome = run.read_vad(job)?;
     let ranges = run.read_embeddings(job)?;
+    let _clustering = budget.try_reserve(
+        diarize::linkage_bytes(ranges.len()),
+        &format!("clustering {} windows", ranges.len()),
+    )?;
     let windows: Vec<(f64, f64)> = ranges.iter().map(|r| (r.start_s, r.end_s)).collect();
     let embeddings: Vec<_> = ranges.iter().map(|r| r.embedding).collect();
     let turns = diarize::assign_speakers(&segments_s(&outcome), &windows, &embeddings, options)?;
     Ok((outcome, turns))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use masp_audio::AudioInfo;
+    use masp_budget::{Budget, BudgetConfig, Bytes};
+    use masp_models::embedder::EMBEDDING_DIM;
+    use masp_orchestrator::task::SpeechSegment;
+
+    use super::*;
+
+    /// A run directory holding a VAD result of one segment and `n` window embeddings for
+    /// `a.wav`, alternating between two directions (two speakers).
+    fn recorded(n: usize) -> (tempfile::TempDir, RunDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("a.wav");
+        std::fs::write(&input, b"not read").unwrap();
+        let job = Job::new(&input);
+        let mut run = RunDir::open(&dir.path().join("run")).unwrap();
+        let n_samples = n as u64 * 8_000 + 24_000;
+        let outcome = VadOutcome {
+            info: AudioInfo {
+                path: input.clone(),
+                codec: "pcm_s16le".into(),
+                source_sample_rate_hz: 16_000,
+                n_channels: 1,
+                n_source_frames: Some(n_samples),
+            },
+            n_samples,
+            segments: vec![SpeechSegment {
+                start_sample: 0,
+                end_sample: n_samples,
+            }],
+        };
+        run.save_vad("vad".into(), &job, "c", &outcome).unwrap();
+        let embeddings: Vec<RangeEmbedding> = (0..n)
+            .map(|i| {
+                let mut embedding = [0.0; EMBEDDING_DIM];
+                embedding[i % 2] = 1.0;
+                RangeEmbedding {
+                    start_s: i as f64 * 0.5,
+                    end_s: i as f64 * 0.5 + 1.5,
+                    embedding,
+                }
+            })
+            .collect();
+        run.save_embeddings("embed".into(), &job, "c", &embeddings)
+            .unwrap();
+        (dir, run, job)
+    }
+
+    #[test]
+    fn records_over_the_limit_are_refused_before_they_are_read() {
+        let (_dir, run, job) = recorded(3);
+        for path in [run.vad_path(&job), run.embeddings_path(&job)] {
+            // Sparse: a size over the limit without writing it.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(crate::run_dir::MAX_RECORD_BYTES + 1).unwrap();
+        }
+        for err in [
+            run.read_vad(&job).map(|_| ()).unwrap_err(),
+            run.read_embeddings(&job).map(|_| ()).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Malformed { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn clustering_is_reserved_against_the_budget_before_its_matrix_is_made() {
+        let options = diarize::SpeakerOptions {
+            clustering: diarize::Clustering::Speakers(2),
+            ..diarize::SpeakerOptions::default()
+        };
+        let budget = |mib| Budget::new(BudgetConfig::default().with_limit(Bytes::from_mib(mib)));
+        // 12 000 windows: a 288 MB matrix, over a 256 MiB budget, refused with the figures.
+        let (_dir, run, job) = recorded(12_000);
+        let small = budget(256);
+        match speaker_turns(&run, &job, &options, &small) {
+            Err(Error::Budget(masp_budget::Error::OverBudget {
+                requested, purpose, ..
+            })) => {
+                assert_eq!(requested, diarize::linkage_bytes(12_000));
+                assert!(purpose.contains("12000 windows"), "{purpose}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(small.reserved(), Bytes::ZERO);
+        // Within the budget: done, and the reservation released after.
+        let (_dir, run, job) = recorded(40);
+        let (_, turns) = speaker_turns(&run, &job, &options, &small).unwrap();
+        assert!(turns.iter().any(|t| t.speaker == 1), "{turns:?}");
+        assert_eq!(small.reserved(), Bytes::ZERO);
+    }
 }

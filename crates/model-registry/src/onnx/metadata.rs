@@ -223,6 +223,17 @@ pub(crate) fn read_model_sized(path: &Path) -> Result<(ModelProto, u64)> {
 /// Decodes a model from the content of the file at `path`, checking its structure.
 pub(crate) fn decode_checked(path: &Path, bytes: ByteBuf) -> Result<ModelProto> {
     check_structure(path, &bytes)?;
+    // Before prost allocates: its cost is bounded by the file's size, not by what it claims.
+    let decoded_bytes = Bytes::new(super::cost::decoded_bytes(&bytes));
+    let limit_bytes = super::cost::decode_limit(bytes.len() as u64);
+    if decoded_bytes > limit_bytes {
+        return Err(Error::MetadataTooLarge {
+            path: path.to_path_buf(),
+            file_bytes: Bytes::new(bytes.len() as u64),
+            decoded_bytes,
+            limit_bytes,
+        });
+    }
     let model =
         ModelProto::decode(bytes).map_err(|e| not_onnx(path, &format!("invalid protobuf: {e}")))?;
     if model.ir_version < 1 {

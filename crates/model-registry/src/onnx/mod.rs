@@ -13,6 +13,7 @@
 //! - [`quantize`]: static int8 quantisation of convolutions (`QLinearConv`), from calibrated
 //!   activation ranges.
 
+pub mod cost;
 mod externalize;
 mod metadata;
 pub mod proto;
