@@ -1,7 +1,8 @@
 //! A streaming `.npy` writer for float32 arrays: rows are appended as they are produced and the
 //! header (whose shape is only known at the end) is rewritten in place when the file is closed.
-//! The file is written under a temporary name and renamed when finished, so a `.npy` that
-//! exists is complete (masp-run's journal relies on that).
+//! The file is written under a unique temporary name, synced, and renamed with the directory
+//! synced when finished ([`masp_model_registry::atomic`]), so a `.npy` that exists is complete,
+//! after a power loss too (masp-run's journal relies on that).
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -14,6 +15,8 @@ const HEADER_LEN: usize = 256;
 #[derive(Debug)]
 pub struct NpyWriter {
     path: PathBuf,
+    /// Where the rows go until [`NpyWriter::finish`]; unique to this writer.
+    temporary: PathBuf,
     out: BufWriter<File>,
     row_shape: Vec<usize>,
     n_rows: usize,
@@ -25,12 +28,17 @@ impl NpyWriter {
     /// # Errors
     /// I/O errors creating the file.
     pub fn create(path: &Path, row_shape: &[usize]) -> std::io::Result<Self> {
-        let mut out = BufWriter::new(File::create(masp_model_registry::atomic::temporary_path(
-            path,
-        ))?);
+        let temporary = masp_model_registry::atomic::temporary_path(path);
+        // `create_new`: the name is this writer's alone.
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        let mut out = BufWriter::new(file);
         out.write_all(&header(0, row_shape))?;
         Ok(Self {
             path: path.to_path_buf(),
+            temporary,
             out,
             row_shape: row_shape.to_vec(),
             n_rows: 0,
@@ -71,10 +79,7 @@ impl NpyWriter {
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&header(self.n_rows, &self.row_shape))?;
         file.sync_all()?;
-        std::fs::rename(
-            masp_model_registry::atomic::temporary_path(&self.path),
-            &self.path,
-        )?;
+        masp_model_registry::atomic::persist(&self.temporary, &self.path)?;
         let mut shape = vec![self.n_rows];
         shape.extend_from_slice(&self.row_shape);
         Ok((self.path, shape))
