@@ -4,4 +4,5 @@
 // binary a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod files;
 mod onnx;
