@@ -133,6 +133,8 @@ fn explain(e: io::Error, path: &Path, links: Links) -> io::Error {
         Some(libc::ELOOP) if links == Links::Refuse => {
             return NotRegularFile { kind: "symlink" }.into_io();
         }
+        // Opening a directory for writing.
+        Some(libc::EISDIR) => return NotRegularFile { kind: "directory" }.into_io(),
         Some(libc::ENXIO) => {
             // Only to name the kind in the message: the open has failed already.
             if let Ok(meta) = std::fs::metadata(path) {

@@ -39,6 +39,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Another process holds the run directory's lock ([`crate::lock::RunLock`]).
+    #[error(
+        "run directory {} is in use by another masp ({}); wait for it to finish or use another --out",
+        dir.display(),
+        pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    InUse {
+        /// The run directory.
+        dir: PathBuf,
+        /// The holder's process id, when it has written it.
+        pid: Option<u32>,
+    },
     /// Loading, planning or running a model failed.
     #[error(transparent)]
     Orchestrator(#[from] masp_orchestrator::Error),

@@ -273,16 +273,27 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     crate::write_file(path, &bytes)
 }
 
+/// Largest record read back from a run directory: 1 GiB, above the embeddings of a day of
+/// audio (~200 MiB as JSON); anything larger was not written by masp.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    // The record is masp's own file in masp's own directory: never a link or a special file.
+    let bytes = masp_model_registry::file::read_regular(
+        path,
+        masp_model_registry::file::Links::Refuse,
+        MAX_RECORD_BYTES,
+    )
+    .map_err(|e| Error::io(path, &e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
 }
 
-/// The text of the file at `path`, refused when over `max_bytes` (before reading it) or not a
-/// regular file.
+/// The text of the file at `path` (a symlink is followed), refused when over `max_bytes`
+/// (never reading more than that) or not a regular file (checked on the open file, which is
+/// opened without blocking: a FIFO is refused, not waited on).
 ///
 /// # Errors
 /// [`Error::Output`] when it cannot be read, [`Error::Malformed`] when too large, not a regular
@@ -293,11 +304,14 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
-    if !meta.is_file() {
-        return Err(malformed("not a regular file".into()));
-    }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let file =
+        masp_model_registry::file::open_regular(path, masp_model_registry::file::Links::Follow)
+            .map_err(
+                |e| match masp_model_registry::file::NotRegularFile::of(&e) {
+                    Some(not_regular) => malformed(not_regular.to_string()),
+                    None => Error::io(path, &e),
+                },
+            )?;
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)

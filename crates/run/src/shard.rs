@@ -250,7 +250,11 @@ fn result_files(dir: &Path) -> Result<Vec<PathBuf>> {
             }
             let n = name.to_string_lossy();
             let top = rel.as_os_str().is_empty();
-            if (top && (n == JOURNAL_FILE || n == SHARD_FILE || n == MERGE_FILE))
+            if (top
+                && (n == JOURNAL_FILE
+                    || n == SHARD_FILE
+                    || n == MERGE_FILE
+                    || n == crate::lock::LOCK_FILE))
                 || n.ends_with(TEMP_SUFFIX)
             {
                 continue;
@@ -262,13 +266,28 @@ fn result_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Largest result file compared or copied by [`merge`]: 4 GiB, above any result masp writes
+/// (a day of frame-level `.npy` output); a larger file is refused, not read into memory.
+pub const MAX_RESULT_BYTES: u64 = 4 << 30;
+
+/// The content of a file of a shard's run directory: a regular file, not a link (never
+/// followed out of the shard), at most [`MAX_RESULT_BYTES`].
+fn read_result(path: &Path) -> Result<Vec<u8>> {
+    masp_model_registry::file::read_regular(
+        path,
+        masp_model_registry::file::Links::Refuse,
+        MAX_RESULT_BYTES,
+    )
+    .map_err(|e| Error::io(path, &e))
+}
+
 /// Hard-link `from` to `to`, or copy it where links are not possible.
 fn place(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, &e))?;
     }
     if std::fs::hard_link(from, to).is_err() {
-        let bytes = std::fs::read(from).map_err(|e| Error::io(from, &e))?;
+        let bytes = read_result(from)?;
         crate::write_file(to, &bytes)?;
     }
     Ok(())
@@ -334,7 +353,9 @@ impl MergeSummary {
 
 fn read_manifest(dir: &Path) -> Result<ShardManifest> {
     let path = dir.join(SHARD_FILE);
-    if !path.is_file() {
+    // Only an absent file means "not a shard"; anything else there (a FIFO, a directory) is
+    // named as what it is by `read_bounded`.
+    if path.symlink_metadata().is_err() {
         return Err(Error::Malformed {
             path: dir.to_path_buf(),
             reason: format!(
@@ -449,7 +470,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     }
 
     // Combine: results (identical files may repeat; different ones may not), then journals.
+    // `out` is written like a run directory, so it is locked like one.
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
+    let _lock = crate::lock::RunLock::acquire(out)?;
     let mut placed: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     let mut journal_lines = Vec::new();
     for (dir, _) in &manifests {
@@ -457,8 +480,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
             let from = dir.join(&rel);
             let to = out.join(&rel);
             if let Some(earlier) = placed.get(&rel) {
-                let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, &e));
-                if read(earlier)? != read(&from)? {
+                if read_result(earlier)? != read_result(&from)? {
                     return Err(refuse(format!(
                         "{} and {} are different results under the same name",
                         earlier.display(),
@@ -474,10 +496,15 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
             placed.insert(rel, from);
         }
         let journal = dir.join(JOURNAL_FILE);
-        if let Ok(bytes) = std::fs::read(&journal) {
-            // Complete lines only: a killed shard may have left a torn last line.
-            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            journal_lines.extend_from_slice(&bytes[..complete]);
+        match read_result(&journal) {
+            Ok(bytes) => {
+                // Complete lines only: a killed shard may have left a torn last line.
+                let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                journal_lines.extend_from_slice(&bytes[..complete]);
+            }
+            // A shard that never finished a task has no journal.
+            Err(_) if journal.symlink_metadata().is_err() => {}
+            Err(e) => return Err(e),
         }
     }
     crate::write_file(&out.join(JOURNAL_FILE), &journal_lines)?;
