@@ -57,11 +57,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::Output`] for an I/O error on `path`.
+    /// An [`Error::Output`] for an I/O error on `path`; [`Error::Malformed`] when the error is
+    /// that `path` is not a regular file (`masp_model_registry::file`): that is no failed write
+    /// a rerun resumes from, but a file in the way.
     pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
-        Error::Output {
-            path: path.into(),
-            reason: e.to_string(),
+        let path = path.into();
+        match masp_model_registry::file::NotRegularFile::of(e) {
+            Some(not_regular) => Error::Malformed {
+                path,
+                reason: not_regular.to_string(),
+            },
+            None => Error::Output {
+                path,
+                reason: e.to_string(),
+            },
         }
     }
 }

@@ -306,12 +306,7 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
     };
     let file =
         masp_model_registry::file::open_regular(path, masp_model_registry::file::Links::Follow)
-            .map_err(
-                |e| match masp_model_registry::file::NotRegularFile::of(&e) {
-                    Some(not_regular) => malformed(not_regular.to_string()),
-                    None => Error::io(path, &e),
-                },
-            )?;
+            .map_err(|e| Error::io(path, &e))?;
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
