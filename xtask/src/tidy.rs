@@ -1248,6 +1248,83 @@ fn cli_writes_files_only_through_the_libraries() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// f2. Results and caches are written durably, through one helper (issue #20, class 7).
+// ---------------------------------------------------------------------------------------------
+
+/// Files of library crates (relative to the workspace root) that may call `fs::write` or
+/// `fs::rename` themselves, each with the reason. Everything else writes results and caches
+/// through `masp_model_registry::atomic` (unique temporary file, sync, rename, directory sync).
+const RAW_WRITE_ALLOWED: &[(&str, &str)] = &[
+    (
+        "crates/model-registry/src/atomic.rs",
+        "the helper itself: its rename is the one every durable write ends in",
+    ),
+    (
+        "crates/budget/src/probe.rs",
+        "writes a control word to /proc/self/clear_refs, which is no file on a disk",
+    ),
+    (
+        "crates/profiler/src/write.rs",
+        "profiler sits below model-registry, the helper's crate; a profile is a diagnostic \
+         that the next run rewrites, and no journal or resume trusts it",
+    ),
+    (
+        "crates/testkit/src/framework.rs",
+        "the test framework's suite report, read by people, never by masp",
+    ),
+    (
+        "crates/testkit/src/fixtures.rs",
+        "test fixtures generated into a test's temporary directory",
+    ),
+    (
+        "crates/testkit/src/synthetic/cache.rs",
+        "renames a whole directory of synthetic test models into place, which the file \
+         helper cannot do; a torn entry is regenerated",
+    ),
+];
+
+/// The raw calls [`durable_writes_only_through_atomic`] looks for.
+const RAW_WRITE_CALLS: &[&str] = &["fs::write", "fs::rename"];
+
+#[test]
+fn durable_writes_only_through_atomic() {
+    let mut problems = Vec::new();
+    let mut writers = BTreeSet::new();
+    for src in library_src_dirs() {
+        if !src.join("lib.rs").is_file() {
+            continue; // the binary is covered by cli_writes_files_only_through_the_libraries
+        }
+        for path in rust_files(&src) {
+            let name = rel(&path);
+            let code = library_code(&read(&path));
+            for needle in RAW_WRITE_CALLS {
+                for at in find_token(&code, needle) {
+                    writers.insert(name.clone());
+                    if !RAW_WRITE_ALLOWED.iter().any(|(f, _)| *f == name) {
+                        problems.push(format!("{name}:{}: `{needle}`", line_of(&code, at)));
+                    }
+                }
+            }
+        }
+    }
+    for (file, _) in RAW_WRITE_ALLOWED {
+        if !writers.contains(*file) {
+            problems.push(format!(
+                "xtask/src/tidy.rs: RAW_WRITE_ALLOWED lists {file}, which no longer writes raw: \
+                 remove it"
+            ));
+        }
+    }
+    report(
+        "library code writes or renames files without syncing them",
+        &problems,
+        "write with masp_model_registry::atomic::write_atomic / write_atomic_with (or \
+         persist for a file already synced): unique temporary file, fsync, rename, directory \
+         fsync; a raw call that is right goes into RAW_WRITE_ALLOWED with its reason",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // g. Descriptions and file docs.
 // ---------------------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ impl RunLock {
     /// assert!(refused.to_string().contains(&format!("pid {}", std::process::id())));
     /// drop(held);
     /// assert!(RunLock::acquire(dir.path()).is_ok());
-    /// # Ok::<(), masp_run::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
