@@ -209,10 +209,10 @@ fn links_in_a_run_directory_neither_loop_nor_delete_outside_it() {
 fn wait_for_holder(out_dir: &Path, child: &mut Child) -> u32 {
     let started = Instant::now();
     loop {
-        if let Ok(text) = std::fs::read_to_string(out_dir.join(masp_run::lock::LOCK_FILE)) {
-            if let Ok(pid) = text.trim().parse() {
-                return pid;
-            }
+        if let Ok(text) = std::fs::read_to_string(out_dir.join(masp_run::lock::LOCK_FILE))
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
         }
         assert!(
             child.try_wait().unwrap().is_none(),

@@ -137,13 +137,13 @@ fn explain(e: io::Error, path: &Path, links: Links) -> io::Error {
         Some(libc::EISDIR) => return NotRegularFile { kind: "directory" }.into_io(),
         Some(libc::ENXIO) => {
             // Only to name the kind in the message: the open has failed already.
-            if let Ok(meta) = std::fs::metadata(path) {
-                if !meta.is_file() {
-                    return NotRegularFile {
-                        kind: kind_name(&meta.file_type()),
-                    }
-                    .into_io();
+            if let Ok(meta) = std::fs::metadata(path)
+                && !meta.is_file()
+            {
+                return NotRegularFile {
+                    kind: kind_name(&meta.file_type()),
                 }
+                .into_io();
             }
         }
         _ => {}

@@ -38,12 +38,15 @@ fn symlink(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
 }
 
+/// Puts something that is not a regular file where the journal goes.
+type MakeJournal = Box<dyn Fn(&Path)>;
+
 #[test]
 fn a_journal_that_is_not_a_regular_file_is_refused_at_once() {
     let outside = tempfile::tempdir().unwrap();
     let secret = outside.path().join("secret.txt");
     std::fs::write(&secret, b"not masp's").unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, MakeJournal)> = vec![
         ("FIFO", Box::new(|p: &Path| drop(mkfifo(p)))),
         ("symlink", Box::new(move |p: &Path| symlink(&secret, p))),
         (
