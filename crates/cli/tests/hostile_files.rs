@@ -121,7 +121,9 @@ fn a_special_pipeline_config_or_journal_is_a_usage_error_not_a_hang() {
     let dir = workdir(1);
     let p = dir.path();
     mkfifo(&p.join("pipe.toml"));
-    // A FIFO pipeline file, /dev/zero as one, a FIFO config file.
+    std::fs::create_dir(p.join("rep")).unwrap();
+    mkfifo(&p.join("rep/report.json"));
+    // A FIFO pipeline file, /dev/zero as one, a FIFO config file, a FIFO report.json.
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["run", "--pipeline", "pipe.toml", "--out", "o1", "f0.wav"],
@@ -136,6 +138,7 @@ fn a_special_pipeline_config_or_journal_is_a_usage_error_not_a_hang() {
             vec!["plan", "--pipeline", "pipe.toml", "f0.wav"],
             "pipe.toml",
         ),
+        (vec!["report", "rep"], "rep/report.json"),
     ];
     for (args, named) in cases {
         let mut cmd = masp_in(p);
