@@ -105,6 +105,20 @@ impl RunLock {
         })
     }
 
+    /// Lock `dir` unless this process holds its lock already: `Ok(Some(lock))` when it took
+    /// the lock now, `Ok(None)` when this process is the holder (its pid is in the lock file),
+    /// for a short write beside a run that may or may not have started (a shard manifest).
+    ///
+    /// # Errors
+    /// As [`RunLock::acquire`], when another process holds it.
+    pub fn acquire_unless_held_here(dir: &Path) -> Result<Option<Self>> {
+        match Self::acquire(dir) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(Error::InUse { pid: Some(pid), .. }) if pid == std::process::id() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path

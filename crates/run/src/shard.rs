@@ -169,7 +169,7 @@ impl ShardRun {
     /// with every one of its inputs pending.
     ///
     /// # Errors
-    /// The manifest cannot be written.
+    /// The manifest cannot be written; [`Error::InUse`] when another process runs in `dir`.
     pub fn start(
         dir: &Path,
         command: &str,
@@ -201,6 +201,9 @@ impl ShardRun {
 
     fn save(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, &e))?;
+        // Another masp running in the directory must not have its manifest replaced: fail as
+        // its journal would. This process may hold the lock already (its run is open).
+        let _lock = crate::lock::RunLock::acquire_unless_held_here(&self.dir)?;
         let path = self.dir.join(SHARD_FILE);
         let bytes = serde_json::to_vec_pretty(&self.manifest).map_err(|e| Error::Output {
             path: path.clone(),
@@ -213,7 +216,7 @@ impl ShardRun {
     /// done) and save the manifest.
     ///
     /// # Errors
-    /// The manifest cannot be written.
+    /// The manifest cannot be written; [`Error::InUse`] when another process runs in `dir`.
     pub fn finish(mut self, failed: &BTreeSet<PathBuf>) -> Result<()> {
         for input in &mut self.manifest.inputs {
             input.status = if failed.contains(&input.path) {

@@ -191,6 +191,16 @@ fn a_run_directory_has_one_writer_and_the_error_names_it() {
         .unwrap();
     let merged = masp_run::shard::merge(std::slice::from_ref(&shard), &run);
     assert_eq!(merged.unwrap_err().to_string(), expected);
+    // A shard manifest is not replaced under another run; this process's own run may write
+    // it (the CLI opens the run directory before or after starting the shard).
+    let all = [PathBuf::from("a.wav")];
+    let shard_start = || masp_run::shard::ShardRun::start(&run, "run", "c", only, &all);
+    assert!(shard_start().is_ok(), "this process holds the lock");
+    let holder = std::fs::read_to_string(run.join(LOCK_FILE)).unwrap();
+    std::fs::write(run.join(LOCK_FILE), b"1\n").unwrap(); // now "held by pid 1"
+    let err = shard_start().unwrap_err();
+    assert!(matches!(err, Error::InUse { pid: Some(1), .. }), "{err:?}");
+    std::fs::write(run.join(LOCK_FILE), holder).unwrap();
     // The holder's pid is in the lock file while it holds it; the file goes with the lock.
     let text = std::fs::read_to_string(run.join(LOCK_FILE)).unwrap();
     assert_eq!(text.trim(), pid.to_string());
