@@ -272,6 +272,8 @@ impl Unsaved {
     }
 }
 
+/// A clone carries the unsaved measurements too, so either copy's save keeps them; save only
+/// one of them, or they are counted twice.
 impl Clone for Unsaved {
     fn clone(&self) -> Self {
         Self(std::sync::Mutex::new(self.lock().clone()))
