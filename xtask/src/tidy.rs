@@ -1248,6 +1248,88 @@ fn cli_writes_files_only_through_the_libraries() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// f2. Results and caches are written durably, through one helper (issue #20, class 7).
+// ---------------------------------------------------------------------------------------------
+
+/// Files of library crates (relative to the workspace root; an entry ending in `/` is a whole
+/// directory) that may call `fs::write` or `fs::rename` themselves, each with the reason. Everything else writes results and caches
+/// through `masp_model_registry::atomic` (unique temporary file, sync, rename, directory sync).
+const RAW_WRITE_ALLOWED: &[(&str, &str)] = &[
+    (
+        "crates/model-registry/src/atomic.rs",
+        "the helper itself: its rename is the one every durable write ends in",
+    ),
+    (
+        "crates/budget/src/probe.rs",
+        "writes a control word to /proc/self/clear_refs, which is no file on a disk",
+    ),
+    (
+        "crates/profiler/src/write.rs",
+        "profiler sits below model-registry, the helper's crate; a profile is a diagnostic \
+         that the next run rewrites, and no journal or resume trusts it",
+    ),
+    (
+        "crates/testkit/src/",
+        "the test framework: fixtures, synthetic models and suite reports go to test and \
+         cache directories and are regenerated when missing or wrong, never resumed from",
+    ),
+];
+
+/// The raw calls [`durable_writes_only_through_atomic`] looks for.
+const RAW_WRITE_CALLS: &[&str] = &["fs::write", "fs::rename"];
+
+/// Whether the allow-list entry `entry` covers the file `name`.
+fn allows(entry: &str, name: &str) -> bool {
+    if entry.ends_with('/') {
+        name.starts_with(entry)
+    } else {
+        name == entry
+    }
+}
+
+#[test]
+fn durable_writes_only_through_atomic() {
+    let mut problems = Vec::new();
+    let mut writers = BTreeSet::new();
+    for src in library_src_dirs() {
+        if !src.join("lib.rs").is_file() {
+            continue; // the binary is covered by cli_writes_files_only_through_the_libraries
+        }
+        for path in rust_files(&src) {
+            let name = rel(&path);
+            let code = library_code(&read(&path));
+            for needle in RAW_WRITE_CALLS {
+                for at in find_token(&code, needle) {
+                    match RAW_WRITE_ALLOWED.iter().find(|(f, _)| allows(f, &name)) {
+                        Some((entry, _)) => {
+                            writers.insert(*entry);
+                        }
+                        None => {
+                            problems.push(format!("{name}:{}: `{needle}`", line_of(&code, at)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (file, _) in RAW_WRITE_ALLOWED {
+        if !writers.contains(file) {
+            problems.push(format!(
+                "xtask/src/tidy.rs: RAW_WRITE_ALLOWED lists {file}, which no longer writes raw: \
+                 remove it"
+            ));
+        }
+    }
+    report(
+        "library code writes or renames files without syncing them",
+        &problems,
+        "write with masp_model_registry::atomic::write_atomic / write_atomic_with (or \
+         persist for a file already synced): unique temporary file, fsync, rename, directory \
+         fsync; a raw call that is right goes into RAW_WRITE_ALLOWED with its reason",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // g. Descriptions and file docs.
 // ---------------------------------------------------------------------------------------------
 

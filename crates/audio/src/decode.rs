@@ -22,6 +22,70 @@ use crate::wav_header::{self, CheckError};
 /// corrupt frame (skipping it loses a few ms); a long run means the data is garbage.
 const MAX_CONSECUTIVE_DECODE_ERRORS: u32 = 16;
 
+/// Open an input read-only as a regular file, never blocking: `O_NONBLOCK` so a FIFO without
+/// a writer cannot hang the batch, the type checked on the open descriptor (no window between
+/// a check and the open), and blocking again once it is known to be a regular file.
+///
+/// A copy of `masp_model_registry::file::open_regular` (with `Links::Follow`: a user's input
+/// may be a link): masp-audio imports none of our crates (docs/ARCHITECTURE.md), and this is
+/// its only open of a file from outside.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => Some(file),
+        // A socket fails with ENXIO ("no such device or address"); its kind says why.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+        Err(e) => return Err(e),
+    };
+    let kind = match &file {
+        Some(file) => file.metadata()?.file_type(),
+        None => std::fs::metadata(path)?.file_type(),
+    };
+    let file = match file {
+        Some(file) if kind.is_file() => file,
+        _ => return Err(not_regular(&kind)),
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is owned by `file`, open for both calls; F_GETFL/F_SETFL touch only its
+    // status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// The error for an input of `kind`, which is not a regular file.
+fn not_regular(kind: &std::fs::FileType) -> io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    };
+    // A directory keeps its own kind: callers tell "a folder" from "a special file".
+    let error_kind = if kind.is_dir() {
+        io::ErrorKind::IsADirectory
+    } else {
+        io::ErrorKind::InvalidInput
+    };
+    io::Error::new(error_kind, format!("not a regular file (a {what})"))
+}
+
 /// An open file that yields mono `f32` samples at the source rate.
 pub(crate) struct Source {
     path: PathBuf,
@@ -56,12 +120,8 @@ impl Source {
             path: path.to_path_buf(),
             error,
         };
-        let mut file = File::open(path).map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
-        if meta.is_dir() {
-            return Err(io_err(io::Error::from(io::ErrorKind::IsADirectory)));
-        }
-        let file_len = meta.len();
+        let mut file = open_regular(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
         if file_len == 0 {
             return Err(Error::EmptyFile);
         }

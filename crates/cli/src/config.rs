@@ -301,8 +301,16 @@ fn env_var(name: &str) -> Option<String> {
 
 /// The configuration file's `[defaults]`, and the rest of it (the models) for the registry.
 fn read_config(path: &Path) -> anyhow::Result<(FileDefaults, toml::Table)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // Through the one open of files from outside: a FIFO or a device named as the config is
+    // refused at once instead of blocking, and a huge file is not read whole.
+    let bytes = masp_model_registry::file::read_regular(
+        path,
+        masp_model_registry::file::Links::Follow,
+        masp_model_registry::manifest::MAX_MANIFEST_BYTES,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("reading {}: not UTF-8 text", path.display()))?;
     let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
     let defaults = match table.remove("defaults") {

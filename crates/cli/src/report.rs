@@ -66,23 +66,41 @@ solid #ddd}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #
 .6em;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}\
 .ok{color:#176f2c}.bad{color:#b00020}.note{color:#666}svg{max-width:100%;height:auto}";
 
+/// Largest `report.json` or `run.json` read: 256 MiB. The profiler's timeline is bounded
+/// (downsampled) whatever the run's length, so a real report is a few MiB; anything larger is
+/// not one, and is refused instead of read whole.
+const MAX_REPORT_BYTES: u64 = 256 << 20;
+
+/// The text of a report file, opened as every file from outside is (a FIFO or a device is
+/// refused at once, not waited on).
+fn read_report_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = masp_model_registry::file::read_regular(
+        path,
+        masp_model_registry::file::Links::Follow,
+        MAX_REPORT_BYTES,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))
+}
+
 /// The page for the report in `dir`.
 ///
 /// # Errors
 /// `report.json` missing or unreadable.
 pub fn render(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("report.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
+    if path.symlink_metadata().is_err() {
+        anyhow::bail!(
             "{} has no report.json: write one with --report {} first",
             dir.display(),
             dir.display()
-        )
-    })?;
+        );
+    }
+    let text = read_report_file(&path)?;
     let report: Report =
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
     // run.json is written by the commands, not the profiler; a profiler-only report has none.
-    let run: Value = std::fs::read_to_string(dir.join("run.json"))
+    let run: Value = read_report_file(&dir.join("run.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);

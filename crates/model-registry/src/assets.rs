@@ -185,7 +185,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut file = crate::file::open_regular(path, crate::file::Links::Follow).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut block = vec![0u8; 64 << 10];
     loop {

@@ -26,6 +26,10 @@ pub const DEFAULT_WORKING: Bytes = Bytes::from_mib(16);
 /// Observations kept per model; the estimate is the largest of them (a safe upper bound that
 /// still follows the model when it changes).
 const KEEP: usize = 8;
+/// Largest calibration store read: 16 MiB. A record is at most a few hundred bytes (its lists
+/// hold [`KEEP`] values each), so this is tens of thousands of models; a larger file is not
+/// ours and is set aside like a corrupt one.
+pub const MAX_CALIBRATION_BYTES: u64 = 16 << 20;
 
 /// Where an estimate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,8 +232,52 @@ pub struct EstimateError {
 pub struct CalibrationStore {
     #[serde(skip)]
     path: Option<PathBuf>,
+    /// What this process recorded since it last saved, replayed onto the file's current
+    /// content under its lock ([`CalibrationStore::save`]), so concurrent processes lose none
+    /// of each other's measurements.
+    #[serde(skip)]
+    unsaved: Unsaved,
     /// Records by model key ([`CalibrationStore::key`]).
     pub models: BTreeMap<String, CalibrationRecord>,
+}
+
+/// One measurement, as [`CalibrationStore::save`] replays it onto the file.
+#[derive(Debug, Clone)]
+enum Measured {
+    Load {
+        key: String,
+        predicted: Bytes,
+        load_peak: Bytes,
+        resident: Bytes,
+        first_in_process: bool,
+    },
+    Task {
+        key: String,
+        chunk_samples: u64,
+        working_peak: Bytes,
+    },
+}
+
+/// Measurements not saved yet. Behind a mutex because [`CalibrationStore::save`] takes
+/// `&self` (the orchestrator lends its store out read-only) and must clear them.
+#[derive(Debug, Default)]
+struct Unsaved(std::sync::Mutex<Vec<Measured>>);
+
+impl Unsaved {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Measured>> {
+        // A panic while holding it left a list of whole values: still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A clone carries the unsaved measurements too, so either copy's save keeps them; save only
+/// one of them, or they are counted twice.
+impl Clone for Unsaved {
+    fn clone(&self) -> Self {
+        Self(std::sync::Mutex::new(self.lock().clone()))
+    }
 }
 
 impl CalibrationStore {
@@ -252,24 +300,35 @@ impl CalibrationStore {
     /// # Errors
     /// [`Error::Io`] when the file exists but cannot be read.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut store = match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<CalibrationStore>(&bytes) {
-                Ok(store) => store,
-                Err(_) => {
-                    let _ = std::fs::rename(path, path.with_extension("json.corrupt"));
-                    Self::default()
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
-            Err(source) => {
-                return Err(Error::Io {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
+        let mut store = Self::read(path)?;
         store.path = Some(path.to_path_buf());
         Ok(store)
+    }
+
+    /// The store in the file at `path` as it is now; a missing file is empty, a corrupt or
+    /// oversized one (not [`MAX_CALIBRATION_BYTES`]) is set aside. Special files and symlinks
+    /// are refused: the store lives in masp's own cache.
+    fn read(path: &Path) -> Result<Self> {
+        use crate::file::{Links, read_regular};
+        match read_regular(path, Links::Refuse, MAX_CALIBRATION_BYTES) {
+            Ok(bytes) => match serde_json::from_slice::<CalibrationStore>(&bytes) {
+                Ok(store) => Ok(store),
+                Err(_) => Ok(Self::set_aside(path)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Self::set_aside(path)),
+            Err(source) => Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Move an unreadable store out of the way; calibration is an optimisation, so failing to
+    /// do so only means the next run tries again.
+    fn set_aside(path: &Path) -> Self {
+        let _ = crate::atomic::persist(path, &path.with_extension("json.corrupt"));
+        Self::default()
     }
 
     /// Key of a model: its name and a content identity (sha256 prefix when known, else size), so
@@ -305,6 +364,24 @@ impl CalibrationStore {
         resident: Bytes,
         first_in_process: bool,
     ) {
+        self.remember(Measured::Load {
+            key: key.to_string(),
+            predicted,
+            load_peak,
+            resident,
+            first_in_process,
+        });
+        self.apply_load(key, predicted, load_peak, resident, first_in_process);
+    }
+
+    fn apply_load(
+        &mut self,
+        key: &str,
+        predicted: Bytes,
+        load_peak: Bytes,
+        resident: Bytes,
+        first_in_process: bool,
+    ) {
         let record = self.models.entry(key.to_string()).or_default();
         record.predicted_load_peak.get_or_insert(predicted);
         let peaks = if first_in_process {
@@ -319,30 +396,74 @@ impl CalibrationStore {
 
     /// Record a measured task: its working peak above the resident model, and the chunk size.
     pub fn record_task(&mut self, key: &str, chunk_samples: u64, working_peak: Bytes) {
+        self.remember(Measured::Task {
+            key: key.to_string(),
+            chunk_samples,
+            working_peak,
+        });
+        self.apply_task(key, chunk_samples, working_peak);
+    }
+
+    fn apply_task(&mut self, key: &str, chunk_samples: u64, working_peak: Bytes) {
         let record = self.models.entry(key.to_string()).or_default();
         push_capped(&mut record.tasks, (chunk_samples, working_peak));
     }
 
-    /// Save atomically (temporary file, then rename). A store opened with
+    /// Remember a measurement for [`CalibrationStore::save`]; a store that is never saved
+    /// keeps nothing, so a long in-memory run does not grow.
+    fn remember(&self, measured: Measured) {
+        if self.path.is_some() {
+            self.unsaved.lock().push(measured);
+        }
+    }
+
+    /// Save what this process measured since the last save. Under an exclusive lock on
+    /// `<store>.lock` the file is read again, this process's new measurements are replayed
+    /// onto it and the result is written with [`crate::atomic::write_atomic`] (unique
+    /// temporary file, sync, rename, directory sync): concurrent processes (shards) lose none
+    /// of each other's measurements, and no reader sees a torn file. A store opened with
     /// [`CalibrationStore::in_memory`] is not saved.
     ///
     /// # Errors
-    /// [`Error::Io`] naming the file.
+    /// [`Error::Io`] naming the file (or its lock file); the measurements are kept for the
+    /// next save.
     pub fn save(&self) -> Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let io = |source| Error::Io {
-            path: path.clone(),
-            source,
+        let io = |at: &Path| {
+            let at = at.to_path_buf();
+            move |source| Error::Io { path: at, source }
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let lock_path = path.with_extension("json.lock");
+        let lock = crate::file::lock_exclusive(&lock_path).map_err(io(&lock_path))?;
+        let mut unsaved = self.unsaved.lock();
+        let mut current = Self::read(path)?;
+        for measured in unsaved.iter() {
+            match measured {
+                Measured::Load {
+                    key,
+                    predicted,
+                    load_peak,
+                    resident,
+                    first_in_process,
+                } => current.apply_load(key, *predicted, *load_peak, *resident, *first_in_process),
+                Measured::Task {
+                    key,
+                    chunk_samples,
+                    working_peak,
+                } => current.apply_task(key, *chunk_samples, *working_peak),
+            }
+        }
+        let text =
+            serde_json::to_vec_pretty(&current).map_err(|e| io(path)(std::io::Error::other(e)))?;
+        crate::atomic::write_atomic(path, &text).map_err(io(path))?;
+        unsaved.clear();
+        drop(lock);
+        Ok(())
     }
 
     /// How far estimates were from measurements, per model.

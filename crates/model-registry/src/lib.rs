@@ -58,6 +58,7 @@ pub mod assets;
 pub mod atomic;
 mod error;
 pub mod estimate;
+pub mod file;
 pub mod lean;
 pub mod manifest;
 pub mod onnx;

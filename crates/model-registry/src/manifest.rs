@@ -32,6 +32,10 @@ use serde::Deserialize;
 use crate::assets::{self, Asset};
 use crate::path::confine;
 
+/// Largest manifest file read: 1 MiB. A manifest lists a few models in a few KiB; a path
+/// that names something huge (a disk image, a log) is refused before it is read whole.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// What a model is for; decides which adapter runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -405,9 +409,17 @@ impl Registry {
     /// # Errors
     /// [`ManifestError`] naming the file and the problem; the registry is unchanged then.
     pub fn add_manifest(&mut self, path: &Path) -> Result<(), ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let read = |source| ManifestError::Read {
             path: path.to_path_buf(),
             source,
+        };
+        let bytes = crate::file::read_regular(path, crate::file::Links::Follow, MAX_MANIFEST_BYTES)
+            .map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
         })?;
         let table: toml::Table = toml::from_str(&text).map_err(|e| ManifestError::Invalid {
             path: path.to_path_buf(),

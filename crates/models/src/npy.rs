@@ -1,7 +1,8 @@
 //! A streaming `.npy` writer for float32 arrays: rows are appended as they are produced and the
 //! header (whose shape is only known at the end) is rewritten in place when the file is closed.
-//! The file is written under a temporary name and renamed when finished, so a `.npy` that
-//! exists is complete (masp-run's journal relies on that).
+//! The file is written under a unique temporary name, synced, and renamed with the directory
+//! synced when finished ([`masp_model_registry::atomic`]), so a `.npy` that exists is complete,
+//! after a power loss too (masp-run's journal relies on that).
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -22,7 +23,12 @@ pub const MAX_ROW_VALUES: usize = 1 << 28;
 #[derive(Debug)]
 pub struct NpyWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// Where the rows go until [`NpyWriter::finish`]; unique to this writer.
+    temporary: PathBuf,
+    /// `None` once [`NpyWriter::finish`] has taken it.
+    out: Option<BufWriter<File>>,
+    /// The temporary file is renamed into place: nothing is left to remove on drop.
+    persisted: bool,
     row_shape: Vec<usize>,
     n_rows: usize,
 }
@@ -50,13 +56,19 @@ impl NpyWriter {
                 row_shape.len() + 1
             ))
         })?;
-        let mut out = BufWriter::new(File::create(masp_model_registry::atomic::temporary_path(
-            path,
-        ))?);
+        let temporary = masp_model_registry::atomic::temporary_path(path);
+        // `create_new`: the name is this writer's alone.
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        let mut out = BufWriter::new(file);
         out.write_all(&header(0, row_shape).unwrap_or_default())?;
         Ok(Self {
             path: path.to_path_buf(),
-            out,
+            temporary,
+            out: Some(out),
+            persisted: false,
             row_shape: row_shape.to_vec(),
             n_rows: 0,
         })
@@ -80,8 +92,9 @@ impl NpyWriter {
                 format!("row of {} values, expected {expected}", values.len()),
             ));
         }
+        let out = self.open_out()?;
         for v in values {
-            self.out.write_all(&v.to_le_bytes())?;
+            out.write_all(&v.to_le_bytes())?;
         }
         self.n_rows += 1;
         Ok(())
@@ -92,19 +105,38 @@ impl NpyWriter {
     /// # Errors
     /// I/O errors.
     pub fn finish(mut self) -> std::io::Result<(PathBuf, Vec<usize>)> {
-        self.out.flush()?;
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| std::io::Error::other("the .npy writer is finished"))?;
+        out.flush()?;
+        let mut file = out.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
         // Fits: `create` checked the header with the largest row count.
         file.write_all(&header(self.n_rows, &self.row_shape).unwrap_or_default())?;
         file.sync_all()?;
-        std::fs::rename(
-            masp_model_registry::atomic::temporary_path(&self.path),
-            &self.path,
-        )?;
+        masp_model_registry::atomic::persist(&self.temporary, &self.path)?;
+        self.persisted = true;
         let mut shape = vec![self.n_rows];
         shape.extend_from_slice(&self.row_shape);
-        Ok((self.path, shape))
+        Ok((self.path.clone(), shape))
+    }
+
+    fn open_out(&mut self) -> std::io::Result<&mut BufWriter<File>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the .npy writer is finished"))
+    }
+}
+
+impl Drop for NpyWriter {
+    /// A writer dropped before [`NpyWriter::finish`] succeeded (its task failed) removes its
+    /// temporary file: each writer's name is unique, so nobody else would reuse or remove it
+    /// before the run directory's next cleanup.
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
     }
 }
 
@@ -139,6 +171,42 @@ fn header(n_rows: usize, row_shape: &[usize]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temporaries(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| {
+                n.to_string_lossy()
+                    .ends_with(masp_model_registry::atomic::TEMP_SUFFIX)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unfinished_writer_leaves_nothing_and_two_writers_do_not_share_a_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let mut a = NpyWriter::create(&path, &[2]).unwrap();
+        let mut b = NpyWriter::create(&path, &[2]).unwrap();
+        assert_eq!(temporaries(dir.path()).len(), 2);
+        a.push_row(&[1.0, 1.0]).unwrap();
+        b.push_row(&[2.0, 2.0]).unwrap();
+        b.push_row(&[2.0, 2.0]).unwrap();
+        // `a`'s task failed: dropping it removes its temporary, `b`'s stays and finishes.
+        drop(a);
+        assert_eq!(temporaries(dir.path()).len(), 1);
+        let (_, shape) = b.finish().unwrap();
+        assert_eq!(shape, vec![2, 2]);
+        assert!(temporaries(dir.path()).is_empty());
+        assert_eq!(std::fs::read(&path).unwrap().len(), HEADER_LEN + 4 * 4);
+        // Finishing into a directory that went away fails and still leaves nothing.
+        let gone = dir.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let w = NpyWriter::create(&gone.join("y.npy"), &[1]).unwrap();
+        std::fs::remove_dir_all(&gone).unwrap();
+        assert!(w.finish().is_err());
+    }
 
     #[test]
     fn header_is_aligned_and_shape_is_final() {

@@ -59,17 +59,38 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Another process holds the run directory's lock ([`crate::lock::RunLock`]).
+    #[error(
+        "run directory {} is in use by another masp ({}); wait for it to finish or use another --out",
+        dir.display(),
+        pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    InUse {
+        /// The run directory.
+        dir: PathBuf,
+        /// The holder's process id, when it has written it.
+        pid: Option<u32>,
+    },
     /// Loading, planning or running a model failed.
     #[error(transparent)]
     Orchestrator(#[from] masp_orchestrator::Error),
 }
 
 impl Error {
-    /// An [`Error::Output`] for an I/O error on `path`.
+    /// An [`Error::Output`] for an I/O error on `path`; [`Error::Malformed`] when the error is
+    /// that `path` is not a regular file (`masp_model_registry::file`): that is no failed write
+    /// a rerun resumes from, but a file in the way.
     pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
-        Error::Output {
-            path: path.into(),
-            reason: e.to_string(),
+        let path = path.into();
+        match masp_model_registry::file::NotRegularFile::of(e) {
+            Some(not_regular) => Error::Malformed {
+                path,
+                reason: not_regular.to_string(),
+            },
+            None => Error::Output {
+                path,
+                reason: e.to_string(),
+            },
         }
     }
 }

@@ -15,15 +15,21 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use masp_model_registry::file::{Links, open_regular_with};
 use serde::{Deserialize, Serialize};
 
+use crate::lock::RunLock;
 use crate::{Error, Result};
 
 /// The journal's file name inside a run directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// Deepest directory level [`remove_temporaries`] looks into below the run directory. masp
+/// writes results at most a stage directory deep; the bound keeps a hostile tree (thousands of
+/// nested directories) from costing more than a few levels of walking.
+pub const MAX_WALK_DEPTH: usize = 8;
 pub use masp_model_registry::atomic::{TEMP_SUFFIX, temporary_path, write_atomic};
 
 /// One finished task.
@@ -40,11 +46,15 @@ pub struct Entry {
 }
 
 /// The journal of one run directory.
+///
+/// Opening it locks the run directory ([`RunLock`]) until it is dropped, so two processes
+/// never append to, truncate or clean up one run directory at once.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     file: File,
     done: HashMap<String, Entry>,
+    _lock: RunLock,
 }
 
 fn io_err(path: &Path, e: &std::io::Error) -> Error {
@@ -52,19 +62,30 @@ fn io_err(path: &Path, e: &std::io::Error) -> Error {
 }
 
 impl Journal {
-    /// Open (or create) the journal of `run_dir`, replaying what it records.
+    /// Open (or create) the journal of `run_dir`, locking the directory and replaying what the
+    /// journal records.
     ///
     /// # Errors
-    /// [`Error::Output`] when the directory or journal cannot be created or read.
+    /// [`Error::InUse`] when another process has the run directory open; [`Error::Output`] when
+    /// the directory or journal cannot be created or read, or the journal is not a regular file
+    /// (a FIFO, a symlink, a directory).
     pub fn open(run_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, &e))?;
+        // First: nobody else may append while the torn tail is cut below.
+        let lock = RunLock::acquire(run_dir)?;
         let path = run_dir.join(JOURNAL_FILE);
         let mut done = HashMap::new();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(&path, &e)),
-        };
+        // One open for reading, cutting and appending; refused unless a regular file (a FIFO
+        // would block forever, a symlink would write elsewhere).
+        let mut file = open_regular_with(
+            &path,
+            Links::Refuse,
+            OpenOptions::new().read(true).append(true).create(true),
+        )
+        .map_err(|e| io_err(&path, &e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| io_err(&path, &e))?;
         // Only newline-terminated lines were fully appended. Cut a torn tail off, or the next
         // append would glue onto it and spoil both lines.
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -74,23 +95,15 @@ impl Journal {
             }
         }
         if complete < bytes.len() {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| io_err(&path, &e))?;
             file.set_len(complete as u64)
                 .map_err(|e| io_err(&path, &e))?;
             file.sync_all().map_err(|e| io_err(&path, &e))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, &e))?;
         Ok(Self {
             dir: run_dir.to_path_buf(),
             file,
             done,
+            _lock: lock,
         })
     }
 
@@ -133,17 +146,33 @@ impl Journal {
     }
 }
 
-/// Remove leftover temporary files under `dir` (recursively); returns how many.
+/// Remove leftover temporary files under `dir` (its subdirectories too, at most
+/// [`MAX_WALK_DEPTH`] deep); returns how many.
+///
+/// Symlinks are never followed, and only regular files are removed: a link inside a run
+/// directory (`a -> .`, `out -> /elsewhere`) is neither walked, which would loop or leave the
+/// directory, nor a reason to delete anything outside it.
 pub fn remove_temporaries(dir: &Path) -> usize {
+    remove_temporaries_below(dir, 0)
+}
+
+fn remove_temporaries_below(dir: &Path, depth: usize) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut n = 0;
     for entry in entries.flatten() {
+        // `DirEntry::file_type` is the entry's own type (lstat): a symlink stays a symlink.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         let path = entry.path();
-        if path.is_dir() {
-            n += remove_temporaries(&path);
-        } else if path.to_string_lossy().ends_with(TEMP_SUFFIX)
+        if kind.is_dir() {
+            if depth < MAX_WALK_DEPTH {
+                n += remove_temporaries_below(&path, depth + 1);
+            }
+        } else if kind.is_file()
+            && entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX)
             && std::fs::remove_file(&path).is_ok()
         {
             n += 1;

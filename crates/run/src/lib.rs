@@ -5,6 +5,7 @@
 //! - [`name`]: the one function that names an input's results;
 //! - [`job`] and [`run_dir`]: inputs through stages, and the run directory that keeps their
 //!   results with a [`journal`], so a stopped run resumes without losing or redoing work;
+//! - [`lock`]: the lock that keeps a run directory to one masp at a time;
 //! - [`stages`]: the VAD and embedding stages, each one batch with its model loaded once;
 //! - [`pipeline`]: pipeline files of stages over many inputs, planned and resumable;
 //! - [`shard`]: shards of a job's inputs, and merging their run directories;
@@ -54,6 +55,7 @@ mod error;
 pub mod format;
 pub mod job;
 pub mod journal;
+pub mod lock;
 pub mod name;
 pub mod pipeline;
 pub mod run_dir;

@@ -279,30 +279,48 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 pub const MAX_RECORD_BYTES: u64 = 128 << 20;
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = read_bounded(path, MAX_RECORD_BYTES)?;
+    // The record is masp's own file in masp's own directory: never a link or a special file.
+    let text = read_limited(
+        path,
+        masp_model_registry::file::Links::Refuse,
+        MAX_RECORD_BYTES,
+    )?;
     serde_json::from_str(&text).map_err(|e| Error::Malformed {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
 }
 
-/// The text of the file at `path`, refused when over `max_bytes` (before reading it) or not a
-/// regular file.
+/// The text of the file at `path` (a symlink is followed), refused when over `max_bytes`
+/// (never reading more than that) or not a regular file (checked on the open file, which is
+/// opened without blocking: a FIFO is refused, not waited on).
 ///
 /// # Errors
 /// [`Error::Output`] when it cannot be read, [`Error::Malformed`] when too large, not a regular
 /// file or not UTF-8.
 pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
+    read_limited(path, masp_model_registry::file::Links::Follow, max_bytes)
+}
+
+/// [`read_bounded`], with `links` saying whether the path may be a symbolic link. The size is
+/// judged from the open file before anything is read, and the read is capped too (a file may
+/// grow meanwhile).
+fn read_limited(
+    path: &Path,
+    links: masp_model_registry::file::Links,
+    max_bytes: u64,
+) -> Result<String> {
     use std::io::Read;
     let malformed = |reason: String| Error::Malformed {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
-    if !meta.is_file() {
-        return Err(malformed("not a regular file".into()));
+    let file =
+        masp_model_registry::file::open_regular(path, links).map_err(|e| Error::io(path, &e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, &e))?.len();
+    if len > max_bytes {
+        return Err(malformed(format!("{len} bytes, larger than {max_bytes}")));
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)

@@ -169,7 +169,7 @@ impl ShardRun {
     /// with every one of its inputs pending.
     ///
     /// # Errors
-    /// The manifest cannot be written.
+    /// The manifest cannot be written; [`Error::InUse`] when another process runs in `dir`.
     pub fn start(
         dir: &Path,
         command: &str,
@@ -201,6 +201,9 @@ impl ShardRun {
 
     fn save(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, &e))?;
+        // Another masp running in the directory must not have its manifest replaced: fail as
+        // its journal would. This process may hold the lock already (its run is open).
+        let _lock = crate::lock::RunLock::acquire_unless_held_here(&self.dir)?;
         let path = self.dir.join(SHARD_FILE);
         let bytes = serde_json::to_vec_pretty(&self.manifest).map_err(|e| Error::Output {
             path: path.clone(),
@@ -213,7 +216,7 @@ impl ShardRun {
     /// done) and save the manifest.
     ///
     /// # Errors
-    /// The manifest cannot be written.
+    /// The manifest cannot be written; [`Error::InUse`] when another process runs in `dir`.
     pub fn finish(mut self, failed: &BTreeSet<PathBuf>) -> Result<()> {
         for input in &mut self.manifest.inputs {
             input.status = if failed.contains(&input.path) {
@@ -250,7 +253,11 @@ fn result_files(dir: &Path) -> Result<Vec<PathBuf>> {
             }
             let n = name.to_string_lossy();
             let top = rel.as_os_str().is_empty();
-            if (top && (n == JOURNAL_FILE || n == SHARD_FILE || n == MERGE_FILE))
+            if (top
+                && (n == JOURNAL_FILE
+                    || n == SHARD_FILE
+                    || n == MERGE_FILE
+                    || n == crate::lock::LOCK_FILE))
                 || n.ends_with(TEMP_SUFFIX)
             {
                 continue;
@@ -262,13 +269,28 @@ fn result_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Largest result file compared or copied by [`merge`]: 4 GiB, above any result masp writes
+/// (a day of frame-level `.npy` output); a larger file is refused, not read into memory.
+pub const MAX_RESULT_BYTES: u64 = 4 << 30;
+
+/// The content of a file of a shard's run directory: a regular file, not a link (never
+/// followed out of the shard), at most [`MAX_RESULT_BYTES`].
+fn read_result(path: &Path) -> Result<Vec<u8>> {
+    masp_model_registry::file::read_regular(
+        path,
+        masp_model_registry::file::Links::Refuse,
+        MAX_RESULT_BYTES,
+    )
+    .map_err(|e| Error::io(path, &e))
+}
+
 /// Hard-link `from` to `to`, or copy it where links are not possible.
 fn place(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, &e))?;
     }
     if std::fs::hard_link(from, to).is_err() {
-        let bytes = std::fs::read(from).map_err(|e| Error::io(from, &e))?;
+        let bytes = read_result(from)?;
         crate::write_file(to, &bytes)?;
     }
     Ok(())
@@ -334,7 +356,9 @@ impl MergeSummary {
 
 fn read_manifest(dir: &Path) -> Result<ShardManifest> {
     let path = dir.join(SHARD_FILE);
-    if !path.is_file() {
+    // Only an absent file means "not a shard"; anything else there (a FIFO, a directory) is
+    // named as what it is by `read_bounded`.
+    if path.symlink_metadata().is_err() {
         return Err(Error::Malformed {
             path: dir.to_path_buf(),
             reason: format!(
@@ -472,7 +496,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     }
 
     // Combine: results (identical files may repeat; different ones may not), then journals.
+    // `out` is written like a run directory, so it is locked like one.
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
+    let _lock = crate::lock::RunLock::acquire(out)?;
     let mut placed: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     let mut journal_lines = Vec::new();
     for (dir, _) in &manifests {
@@ -480,8 +506,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
             let from = dir.join(&rel);
             let to = out.join(&rel);
             if let Some(earlier) = placed.get(&rel) {
-                let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, &e));
-                if read(earlier)? != read(&from)? {
+                if read_result(earlier)? != read_result(&from)? {
                     return Err(refuse(format!(
                         "{} and {} are different results under the same name",
                         earlier.display(),
@@ -497,10 +522,15 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
             placed.insert(rel, from);
         }
         let journal = dir.join(JOURNAL_FILE);
-        if let Ok(bytes) = std::fs::read(&journal) {
-            // Complete lines only: a killed shard may have left a torn last line.
-            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            journal_lines.extend_from_slice(&bytes[..complete]);
+        match read_result(&journal) {
+            Ok(bytes) => {
+                // Complete lines only: a killed shard may have left a torn last line.
+                let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                journal_lines.extend_from_slice(&bytes[..complete]);
+            }
+            // A shard that never finished a task has no journal.
+            Err(_) if journal.symlink_metadata().is_err() => {}
+            Err(e) => return Err(e),
         }
     }
     crate::write_file(&out.join(JOURNAL_FILE), &journal_lines)?;

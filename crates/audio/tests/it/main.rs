@@ -10,3 +10,4 @@ mod decode;
 mod features;
 mod memory;
 mod resample;
+mod special_files;

@@ -159,10 +159,11 @@ pub fn externalize(
         moves, data_len, ..
     } = plan;
 
-    let source_file = File::open(src).map_err(|source| Error::Io {
-        path: src.to_path_buf(),
-        source,
-    })?;
+    let source_file =
+        crate::file::open_regular(src, crate::file::Links::Follow).map_err(|source| Error::Io {
+            path: src.to_path_buf(),
+            source,
+        })?;
     let data_file_bytes = if moves.is_empty() {
         0
     } else {
@@ -336,9 +337,12 @@ fn write_data(out: &mut impl Write, model_file: &File, moves: &[Move]) -> io::Re
             DataSource::Model(range) => {
                 copy_range(model_file, range.start as u64, each.length, out)?
             }
-            DataSource::External { path, offset } => {
-                copy_range(&File::open(path)?, *offset, each.length, out)?
-            }
+            DataSource::External { path, offset } => copy_range(
+                &crate::file::open_regular(path, crate::file::Links::Follow)?,
+                *offset,
+                each.length,
+                out,
+            )?,
         };
         if copied != each.length {
             return Err(io::Error::new(

@@ -1,7 +1,6 @@
 //! Reading an ONNX file's metadata without ONNX Runtime: I/O, weights, external data.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes as ByteBuf;
@@ -254,7 +253,7 @@ pub(crate) fn map_file(path: &Path) -> Result<ByteBuf> {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let file = crate::file::open_regular(path, crate::file::Links::Follow).map_err(io)?;
     if file.metadata().map_err(io)?.len() == 0 {
         // mmap rejects empty files; an empty file is not a model either way.
         return Err(not_onnx(path, "empty file"));

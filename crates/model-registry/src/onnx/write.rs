@@ -53,37 +53,17 @@ pub fn write_model(path: &Path, model: &ModelProto) -> Result<Bytes> {
     .map(Bytes::new)
 }
 
-/// Writes a file through `write` into a temporary file beside `path`, then renames it over
-/// `path`, so readers never see a partial file. `write` returns the number of bytes written.
+/// Writes a file through `write` with [`crate::atomic::write_atomic_with`] (temporary file,
+/// sync, rename, directory sync), so readers never see a partial file and a power loss never
+/// leaves one. `write` returns the number of bytes written.
 pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&File>) -> io::Result<u64>,
 ) -> Result<u64> {
-    let err = |source| Error::Write {
+    crate::atomic::write_atomic_with(path, write).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".masp-write-");
-    // Temporary files are private by default; the result is an ordinary readable file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let temp = builder.tempfile_in(dir).map_err(err)?;
-    let written = {
-        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
-        let written = write(&mut out).map_err(err)?;
-        out.flush().map_err(err)?;
-        written
-    };
-    temp.persist(path).map_err(|e| err(e.error))?;
-    Ok(written)
+    })
 }
 
 /// A [`BufMut`] that forwards everything to a writer, so `prost` can encode a message of any

@@ -4,5 +4,6 @@
 // binary a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod files;
 mod onnx;
 mod sizes;
