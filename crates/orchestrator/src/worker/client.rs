@@ -739,10 +739,9 @@ impl ModelAdapter for WorkerAdapter {
                 }
                 FromWorker::Failed { class, message } => return Err(self.failed(class, message)),
                 other => {
-                    return Err(self.broken(format!(
-                        "unexpected {} message during a task",
-                        other.name()
-                    )));
+                    return Err(
+                        self.broken(format!("unexpected {} message during a task", other.name()))
+                    );
                 }
             }
         }
@@ -892,7 +891,11 @@ mod tests {
             tensor("/out/run/a-1234.y.npy"),
             tensor("/out/run/a-1234.y.npy"),
         ]);
-        assert!(check_output(&generic, &twice).unwrap_err().contains("twice"));
+        assert!(
+            check_output(&generic, &twice)
+                .unwrap_err()
+                .contains("twice")
+        );
         // A task without result files writes none.
         let no_files = run(TaskParams::Embed {
             output: None,
@@ -922,7 +925,10 @@ mod tests {
                 segments: Vec::new(),
             })
         };
-        assert_eq!(check_output(&vad, &segments("/in/a.wav", "pcm_s16le")), Ok(()));
+        assert_eq!(
+            check_output(&vad, &segments("/in/a.wav", "pcm_s16le")),
+            Ok(())
+        );
         assert!(check_output(&vad, &segments("/in/b.wav", "pcm_s16le")).is_err());
         assert!(check_output(&vad, &segments("/in/a.wav", &"c".repeat(65))).is_err());
         assert!(check_output(&vad, &segments("/in/a.wav", "pcm\n")).is_err());
@@ -941,6 +947,10 @@ mod tests {
             }],
             written: None,
         };
-        assert!(check_output(&ranges, &one).unwrap_err().contains("1 embeddings for 2"));
+        assert!(
+            check_output(&ranges, &one)
+                .unwrap_err()
+                .contains("1 embeddings for 2")
+        );
     }
 }

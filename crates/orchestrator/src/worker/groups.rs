@@ -58,6 +58,10 @@ mod tests {
         for &id in &ids {
             untrack(id);
         }
-        assert!(GROUPS.iter().all(|s| !ids.contains(&s.load(Ordering::SeqCst))));
+        assert!(
+            GROUPS
+                .iter()
+                .all(|s| !ids.contains(&s.load(Ordering::SeqCst)))
+        );
     }
 }

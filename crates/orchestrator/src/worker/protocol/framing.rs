@@ -126,14 +126,24 @@ mod tests {
     #[test]
     fn a_frame_is_buffered_at_its_length_not_beyond() {
         // A body just over a power of two: a doubling buffer would take twice the frame.
-        for body_len in [0usize, 1, FIRST_READ_BYTES, FIRST_READ_BYTES + 1, (1 << 20) + 3] {
+        for body_len in [
+            0usize,
+            1,
+            FIRST_READ_BYTES,
+            FIRST_READ_BYTES + 1,
+            (1 << 20) + 3,
+        ] {
             let body = vec![7u8; body_len];
             let mut f = Vec::new();
             write_frame(&mut f, TAG_EXIT, &body).unwrap();
             let (tag, back) = read_frame(&mut f.as_slice()).unwrap().unwrap();
             assert_eq!(tag, TAG_EXIT);
             assert_eq!(back, body);
-            assert!(back.capacity() <= body_len + 2, "{body_len}: {}", back.capacity());
+            assert!(
+                back.capacity() <= body_len + 2,
+                "{body_len}: {}",
+                back.capacity()
+            );
         }
     }
 
