@@ -130,6 +130,10 @@ const STDERR_LINE_CHARS: usize = 400;
 const STDERR_LINE_BYTES: usize = 4 * STDERR_LINE_CHARS;
 /// Bytes read from a worker's stderr at a time.
 const STDERR_READ_BYTES: usize = 8 << 10;
+/// How long a worker's death waits for its stderr reader to reach the end of the pipe, so the
+/// error quotes what it wrote last: 1 s. The reader normally ends as soon as the process does;
+/// it runs longer only when something the worker started still holds the pipe.
+const STDERR_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest failure message kept from a worker, in bytes: a real one is a line; a frame
 /// can carry 64 MiB, which would otherwise be printed, journaled and reported whole.
 const MAX_WORKER_MESSAGE_BYTES: usize = 4 << 10;
@@ -268,6 +272,7 @@ impl WorkerAdapter {
         let stderr_reader = std::thread::Builder::new()
             .name(format!("masp-worker-{pid}-err"))
             .spawn(move || read_stderr_tail(stderr_pipe, &tail));
+        // The stdout reader first, the stderr reader second (`death` waits for the latter).
         let mut threads = Vec::new();
         for t in [reader, stderr_reader] {
             match t {
@@ -437,6 +442,13 @@ impl WorkerAdapter {
     fn death(&mut self) -> Error {
         let status = self.reap(self.config.exit_timeout);
         self.dead = true;
+        // The last lines may still be in the pipe: a crash is read from what it said last.
+        let started = Instant::now();
+        while self.threads.get(1).is_some_and(|t| !t.is_finished())
+            && started.elapsed() < STDERR_DRAIN_TIMEOUT
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let stderr = self.stderr_tail();
         let status_text = match status {
             Some(s) => match (s.code(), s.signal()) {
