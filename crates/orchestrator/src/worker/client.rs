@@ -486,7 +486,16 @@ impl WorkerAdapter {
                 Ok(None) if started.elapsed() < timeout => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                _ => {
+                Ok(None) => {
+                    // The whole group, as `kill` does: what a stuck worker started goes too.
+                    // SAFETY: kill(2) on the worker's own group; the leader is not reaped yet
+                    // (try_wait said it is running), so the id is still ours.
+                    unsafe { libc::kill(-pid_of(self.pid), libc::SIGKILL) };
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return None;
+                }
+                Err(_) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     return None;
