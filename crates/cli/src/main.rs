@@ -31,6 +31,48 @@ const EXIT_SOME_FAILED: u8 = 2;
 /// `masp worker` only: the pipe to its orchestrator broke or carried garbage. Not 1 or 2, so a
 /// worker's exit is never read as a batch outcome.
 const EXIT_WORKER_PROTOCOL: u8 = 3;
+/// Interrupted by SIGINT (128 + 2, the shell's convention). Finished work is already in the
+/// journal; the same command resumes.
+const EXIT_INTERRUPTED: i32 = 130;
+/// Terminated by SIGTERM (128 + 15), as [`EXIT_INTERRUPTED`].
+const EXIT_TERMINATED: i32 = 143;
+
+/// On SIGINT or SIGTERM: kill the worker processes (and what they started), say so, exit.
+/// Only async-signal-safe calls: atomics, `kill(2)`, `write(2)`, `_exit(2)`.
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    masp_orchestrator::worker::kill_all_workers();
+    let (code, message): (i32, &[u8]) = if signal == libc::SIGINT {
+        (
+            EXIT_INTERRUPTED,
+            b"masp: interrupted (SIGINT); finished work is journaled, the same command resumes\n",
+        )
+    } else {
+        (
+            EXIT_TERMINATED,
+            b"masp: terminated (SIGTERM); finished work is journaled, the same command resumes\n",
+        )
+    };
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is static.
+    unsafe {
+        libc::write(2, message.as_ptr().cast(), message.len());
+        libc::_exit(code);
+    }
+}
+
+/// Route SIGINT and SIGTERM to [`on_stop_signal`]. Without it the process would die at once,
+/// which is as safe for the journal, but leaves whatever a worker started running.
+fn install_stop_handlers() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with an empty mask and our handler is a valid argument;
+        // the handler only makes async-signal-safe calls.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            libc::sigaction(signal, &raw const action, std::ptr::null_mut());
+        }
+    }
+}
 
 /// masp — run audio ONNX models one at a time under a hard memory budget.
 #[derive(Debug, Parser)]
@@ -131,11 +173,13 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Command::Worker) {
+        // A worker keeps the default dispositions: its orchestrator ends it.
         return match masp_orchestrator::worker::serve(&masp_models::registry()) {
             masp_orchestrator::worker::ServeOutcome::Finished => ExitCode::from(EXIT_OK),
             _ => ExitCode::from(EXIT_WORKER_PROTOCOL),
         };
     }
+    install_stop_handlers();
     match run(cli) {
         Ok(Outcome::AllSucceeded) => ExitCode::from(EXIT_OK),
         Ok(Outcome::SomeFailed) => ExitCode::from(EXIT_SOME_FAILED),

@@ -10,13 +10,20 @@
 //! [`protocol`] is the wire format; [`serve`] is the worker's side.
 
 mod client;
+mod groups;
 pub mod protocol;
 mod server;
 pub(crate) mod status;
 
 pub use client::{CapRule, WorkerAdapter, WorkerConfig};
+pub use groups::{MAX_TRACKED_WORKERS, kill_all_workers};
 pub use server::{ServeOutcome, serve};
 pub use status::{FailureClass, LoadReport, WorkerFailure, WorkerStatus};
+
+/// The environment variable through which a worker learns the process id of the orchestrator
+/// that started it: [`serve`] exits at once when its parent is another (the orchestrator died
+/// before the worker could arm its parent-death signal).
+pub const PARENT_PID_ENV: &str = "MASP_WORKER_PARENT_PID";
 
 /// The worker program when none is configured: `MASP_WORKER_PROGRAM` if set, else this
 /// executable when it is `masp`, else `masp` from `PATH`.

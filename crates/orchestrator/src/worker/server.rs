@@ -8,6 +8,7 @@ use std::os::fd::FromRawFd;
 use masp_budget::{Bytes, probe, trim};
 use masp_model_registry::manifest::{ModelSource, ModelSpec};
 
+use super::PARENT_PID_ENV;
 use super::protocol::{
     FailureClass, FromWorker, LoadReport, LoadRequest, ProtocolError, RunRequest, ToWorker,
     read_frame,
@@ -71,6 +72,10 @@ pub enum ServeOutcome {
 /// with `adapters` (pass the same registry the orchestrator was built with, so a downstream
 /// crate's own adapters run under process isolation too).
 pub fn serve(adapters: &AdapterRegistry) -> ServeOutcome {
+    if let Err(reason) = check_parent() {
+        eprintln!("masp worker: {reason}");
+        return ServeOutcome::ProtocolError;
+    }
     let out = match protocol_output() {
         Ok(f) => f,
         Err(e) => {
@@ -81,7 +86,21 @@ pub fn serve(adapters: &AdapterRegistry) -> ServeOutcome {
     let mut out = BufWriter::new(out);
     let mut input = BufReader::new(std::io::stdin().lock());
     let send = |message: FromWorker, out: &mut BufWriter<File>| -> bool {
-        message.write(out).is_ok() && out.flush().is_ok()
+        let written = match message.write(out) {
+            // Refused before a byte was written: the task fails, the worker goes on.
+            Err(ProtocolError::BadLength { len, max }) => FromWorker::Failed {
+                class: FailureClass::Task,
+                message: format!(
+                    "the result is {} long, over the worker protocol's {} frame limit; \
+                     run this input with --isolation in-process",
+                    Bytes::new(len),
+                    Bytes::new(max as u64)
+                ),
+            }
+            .write(out),
+            other => other,
+        };
+        written.is_ok() && out.flush().is_ok()
     };
     if !send(
         FromWorker::Hello {
@@ -132,6 +151,28 @@ pub fn serve(adapters: &AdapterRegistry) -> ServeOutcome {
         if !send(reply, &mut out) {
             return ServeOutcome::ProtocolError;
         }
+    }
+}
+
+/// That the orchestrator named in [`PARENT_PID_ENV`], when set, is still this process's
+/// parent: if it died before the parent-death signal was armed, nothing would end this worker.
+fn check_parent() -> Result<(), String> {
+    let Some(expected) = std::env::var_os(PARENT_PID_ENV) else {
+        return Ok(());
+    };
+    let expected: libc::pid_t = expected
+        .to_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("{PARENT_PID_ENV} is not a process id: {expected:?}"))?;
+    // SAFETY: getppid(2) has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if parent == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "the orchestrator that started this worker (process {expected}) is gone; \
+             exiting (parent is now {parent})"
+        ))
     }
 }
 

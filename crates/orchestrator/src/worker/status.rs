@@ -88,6 +88,16 @@ pub enum WorkerFailure {
         /// Its RSS when killed.
         rss: Bytes,
     },
+    /// It kept reporting, but its progress did not advance for the idle deadline, and was
+    /// killed: a worker is not trusted to say it is busy, only to show it.
+    Stalled {
+        /// How long its progress stood still.
+        waited: Duration,
+        /// The furthest sample it had reported.
+        samples_done: u64,
+        /// Its RSS when killed.
+        rss: Bytes,
+    },
     /// It wrote something that is not the protocol and was killed.
     Protocol {
         /// What was wrong.
@@ -131,6 +141,15 @@ impl std::fmt::Display for WorkerFailure {
             WorkerFailure::Hung { waited, rss } => write!(
                 f,
                 "hung: silent for {:.1} s, killed (RSS {rss})",
+                waited.as_secs_f64()
+            ),
+            WorkerFailure::Stalled {
+                waited,
+                samples_done,
+                rss,
+            } => write!(
+                f,
+                "made no progress for {:.1} s (still at sample {samples_done}), killed (RSS {rss})",
                 waited.as_secs_f64()
             ),
             WorkerFailure::Protocol { reason } => {

@@ -125,6 +125,21 @@ impl<'a> Decoder<'a> {
         Ok(n)
     }
 
+    /// A count as [`Decoder::count`], and at most `max`: for items that cost more in memory
+    /// than on the wire (a 13-byte tensor entry decodes to ~104 bytes), so that a frame cannot
+    /// decode to a multiple of itself.
+    pub(super) fn count_at_most(
+        &mut self,
+        min_item_bytes: usize,
+        max: usize,
+    ) -> Result<usize, ProtocolError> {
+        let n = self.count(min_item_bytes)?;
+        if n > max {
+            return Err(self.malformed(&format!("{n} items, at most {max} allowed")));
+        }
+        Ok(n)
+    }
+
     fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let n = self.count(1)?;
         self.take(n)

@@ -11,7 +11,8 @@ use super::ProtocolError;
 use super::codec::{Decoder, Encoder};
 use super::framing::write_frame;
 use super::payload::{
-    decode_output, decode_params, encode_output, encode_params, kind_code, kind_from_code,
+    MAX_TENSORS, decode_output, decode_params, encode_output, encode_params, kind_code,
+    kind_from_code,
 };
 use crate::task::{TaskOutput, TaskParams};
 use crate::worker::status::{FailureClass, LoadReport};
@@ -157,7 +158,7 @@ impl ToWorker {
                     let input = d.string()?;
                     let window_ms = d.opt(Decoder::u32)?;
                     let hop_ms = d.opt(Decoder::u32)?;
-                    let n = d.count(4)?;
+                    let n = d.count_at_most(4, MAX_TENSORS)?;
                     let mut outputs = Vec::with_capacity(n);
                     for _ in 0..n {
                         outputs.push(d.string()?);
@@ -201,6 +202,18 @@ impl ToWorker {
 }
 
 impl FromWorker {
+    /// The message's name, for errors: never its contents, which a peer controls and which can
+    /// be a whole frame long.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FromWorker::Hello { .. } => "hello",
+            FromWorker::Loaded(_) => "loaded",
+            FromWorker::Progress { .. } => "progress",
+            FromWorker::Done { .. } => "done",
+            FromWorker::Failed { .. } => "failed",
+        }
+    }
+
     /// Encode and write this message as one frame.
     ///
     /// # Errors

@@ -16,6 +16,12 @@
 //! checked against the bytes left before allocating, enums and booleans must hold known values,
 //! and a frame must be consumed exactly. Any violation is a [`ProtocolError`], never a panic.
 //!
+//! Amplification is bounded by construction: a frame's buffer never exceeds its length, and a
+//! decoded message takes at most its body's bytes plus 128 KiB (every item costs no more in
+//! memory than on the wire, except tensor entries and output names, which are capped at 1024).
+//! So a peer can make the other side hold at most 2 × [`MAX_FRAME`] + 128 KiB per frame; the
+//! orchestrator reads one frame ahead of what it asked for, never more.
+//!
 //! `framing` reads and writes frames and `codec` holds the encoding primitives; on top of them,
 //! `messages` encodes [`ToWorker`] and [`FromWorker`], and `payload` the task parameters and
 //! outputs they carry. None of them imports `messages`, and `framing` and `codec` import nothing
@@ -329,6 +335,77 @@ mod tests {
                 "({start}, {end})"
             );
         }
+    }
+
+    /// A `Done` carrying `n` tensors of the smallest wire form (13 bytes each).
+    fn tiny_tensors(n: u32) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u8(1);
+        e.u32(n);
+        for _ in 0..n {
+            e.str("");
+            e.path(std::path::Path::new("x"));
+            e.u32(0);
+        }
+        e.u64(0);
+        e.buf
+    }
+
+    #[test]
+    fn counts_that_would_amplify_are_refused() {
+        // 1024 tensors decode; one more is refused, however small each is.
+        assert!(FromWorker::decode(TAG_DONE, &tiny_tensors(1024)).is_ok());
+        for n in [1025, 100_000] {
+            assert!(
+                matches!(
+                    FromWorker::decode(TAG_DONE, &tiny_tensors(n)),
+                    Err(ProtocolError::Malformed { .. })
+                ),
+                "{n}"
+            );
+        }
+        // Counts that lie about what follows, in every list of a `Done`.
+        for (kind, count) in [(0u8, u32::MAX), (1, 2), (3, 1), (3, u32::MAX)] {
+            let mut e = Encoder::default();
+            e.u8(kind);
+            if kind == 0 {
+                e.path(std::path::Path::new("/a.wav"));
+                e.str("pcm");
+                e.u32(16_000);
+                e.u64(1);
+                e.u8(0);
+                e.u64(1);
+            }
+            e.u32(count);
+            e.u64(0);
+            assert!(
+                matches!(
+                    FromWorker::decode(TAG_DONE, &e.buf),
+                    Err(ProtocolError::Malformed { .. })
+                ),
+                "kind {kind}, count {count}"
+            );
+        }
+        // A load naming more outputs than any model has.
+        let mut e = Encoder::default();
+        e.str("m");
+        e.u8(2);
+        e.path(std::path::Path::new("/m.onnx"));
+        e.u32(16_000);
+        e.u8(1);
+        e.str("x");
+        e.u8(0);
+        e.u8(0);
+        e.u32(2000);
+        for _ in 0..2000 {
+            e.str("");
+        }
+        e.u32(1);
+        e.bool(false);
+        assert!(matches!(
+            ToWorker::decode(TAG_LOAD, &e.buf),
+            Err(ProtocolError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -11,6 +11,12 @@ use crate::task::{
     VadParams, WrittenTensor,
 };
 
+/// The most tensors one task may report, and the most outputs a load may name: a generic model
+/// has a handful. A tensor entry is 13 bytes on the wire and ~104 in memory (three headers and
+/// an allocation), so without this cap a 64 MiB frame would decode to 500 MiB; with it, the
+/// entries cost at most 104 KiB whatever the frame.
+pub(super) const MAX_TENSORS: usize = 1024;
+
 pub(super) fn kind_code(kind: ModelKind) -> u8 {
     match kind {
         ModelKind::Vad => 0,
@@ -117,6 +123,7 @@ fn encode_tensor(e: &mut Encoder, t: &WrittenTensor) {
 fn decode_tensor(d: &mut Decoder<'_>) -> Result<WrittenTensor, ProtocolError> {
     let output = d.string()?;
     let path = d.path()?;
+    // Dimensions are 8 bytes on the wire and in memory: no amplification to cap.
     let n = d.count(8)?;
     let mut shape = Vec::with_capacity(n);
     for _ in 0..n {
@@ -147,6 +154,8 @@ pub(super) fn encode_output(e: &mut Encoder, output: &TaskOutput) {
         }
         TaskOutput::Tensors(tensors) => {
             e.u8(1);
+            // Beyond MAX_TENSORS the peer refuses the frame; the server reports that as the
+            // task's failure before writing (see `server::send`).
             e.u32(tensors.len() as u32);
             for t in tensors {
                 encode_tensor(e, t);
@@ -210,7 +219,8 @@ pub(super) fn decode_output(d: &mut Decoder<'_>) -> Result<TaskOutput, ProtocolE
             })
         }
         1 => {
-            let n = d.count(4 + 4 + 4)?;
+            // Output name (4), path (4 + at least 1), shape count (4).
+            let n = d.count_at_most(4 + 5 + 4, MAX_TENSORS)?;
             let mut tensors = Vec::with_capacity(n);
             for _ in 0..n {
                 tensors.push(decode_tensor(d)?);
