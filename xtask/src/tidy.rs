@@ -1377,3 +1377,40 @@ fn every_source_file_starts_with_a_doc_line() {
         "start the file with a `//!` line saying what it is for",
     );
 }
+
+/// The `key = value` lines of the TOML table headed `header` in `text`, comments and blank
+/// lines dropped, in order.
+fn table_lines(text: &str, header: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn downstream_vad_embed_builds_with_the_workspace_profile() {
+    // check.sh builds vad-embed in the workspace's target directory to reuse its dependencies;
+    // a profile that differs in any setting silently rebuilds all of them (time and disk).
+    let workspace = read(&root().join("Cargo.toml"));
+    let project = read(&root().join("downstream/vad-embed/Cargo.toml"));
+    let mut problems = Vec::new();
+    for header in ["[profile.dev]", "[profile.dev.package.\"*\"]"] {
+        let (want, got) = (
+            table_lines(&workspace, header),
+            table_lines(&project, header),
+        );
+        if want.is_empty() || want != got {
+            problems.push(format!(
+                "downstream/vad-embed/Cargo.toml {header}: {got:?}, the workspace has {want:?}"
+            ));
+        }
+    }
+    report(
+        "downstream/vad-embed's profile differs from the workspace's",
+        &problems,
+        "copy the workspace's [profile.dev] and [profile.dev.package.\"*\"] settings",
+    );
+}
