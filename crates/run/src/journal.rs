@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use masp_model_registry::file::{Links, open_regular_with};
@@ -61,6 +61,47 @@ fn io_err(path: &Path, e: &std::io::Error) -> Error {
     Error::io(path, e)
 }
 
+/// The longest journal line read back, in bytes: 1 MiB. The longest masp writes is a generic
+/// task's, with up to 1024 tensor files (~250 KiB); a longer line was not written by masp and
+/// is skipped as it is read, never held whole.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Replays the complete (newline-terminated) lines of `reader` into `done`, a line at a time:
+/// memory stays one line (at most [`MAX_LINE_BYTES`]) plus the entries kept. Returns the
+/// length of the complete lines, where a torn tail starts.
+fn replay(reader: impl std::io::Read, done: &mut HashMap<String, Entry>) -> std::io::Result<u64> {
+    let mut reader = BufReader::with_capacity(64 << 10, reader);
+    let (mut line, mut too_long) = (Vec::new(), false);
+    let (mut read, mut complete) = (0u64, 0u64);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(complete);
+        }
+        let (used, ended) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let body = &chunk[..if ended { used - 1 } else { used }];
+        if !too_long && line.len() + body.len() <= MAX_LINE_BYTES {
+            line.extend_from_slice(body);
+        } else {
+            too_long = true;
+            line.clear();
+        }
+        reader.consume(used);
+        read += used as u64;
+        if ended {
+            if !too_long && let Ok(entry) = serde_json::from_slice::<Entry>(&line) {
+                done.insert(entry.task.clone(), entry);
+            }
+            line.clear();
+            too_long = false;
+            complete = read;
+        }
+    }
+}
+
 impl Journal {
     /// Open (or create) the journal of `run_dir`, locking the directory and replaying what the
     /// journal records.
@@ -77,26 +118,18 @@ impl Journal {
         let mut done = HashMap::new();
         // One open for reading, cutting and appending; refused unless a regular file (a FIFO
         // would block forever, a symlink would write elsewhere).
-        let mut file = open_regular_with(
+        let file = open_regular_with(
             &path,
             Links::Refuse,
             OpenOptions::new().read(true).append(true).create(true),
         )
         .map_err(|e| io_err(&path, &e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io_err(&path, &e))?;
+        let complete = replay(&file, &mut done).map_err(|e| io_err(&path, &e))?;
+        let len = file.metadata().map_err(|e| io_err(&path, &e))?.len();
         // Only newline-terminated lines were fully appended. Cut a torn tail off, or the next
         // append would glue onto it and spoil both lines.
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in bytes[..complete].split(|&b| b == b'\n') {
-            if let Ok(entry) = serde_json::from_slice::<Entry>(line) {
-                done.insert(entry.task.clone(), entry);
-            }
-        }
-        if complete < bytes.len() {
-            file.set_len(complete as u64)
-                .map_err(|e| io_err(&path, &e))?;
+        if complete < len {
+            file.set_len(complete).map_err(|e| io_err(&path, &e))?;
             file.sync_all().map_err(|e| io_err(&path, &e))?;
         }
         Ok(Self {
@@ -112,12 +145,18 @@ impl Journal {
         &self.dir
     }
 
-    /// Whether `task` finished with this input and configuration and its outputs are all there.
+    /// Whether `task` finished with this input and configuration and its outputs are all there:
+    /// each a regular file inside the run directory (a journal line naming `../x`, an absolute
+    /// path or a link is not masp's and does not count).
     pub fn is_done(&self, task: &str, input_sha256: &str, config_sha256: &str) -> bool {
         self.done.get(task).is_some_and(|e| {
             e.input_sha256 == input_sha256
                 && e.config_sha256 == config_sha256
-                && e.outputs.iter().all(|o| self.dir.join(o).is_file())
+                && e.outputs.iter().all(|o| {
+                    masp_model_registry::path::confine(&self.dir, o)
+                        .and_then(|p| p.symlink_metadata().ok())
+                        .is_some_and(|m| m.is_file())
+                })
         })
     }
 
@@ -211,6 +250,53 @@ mod tests {
         );
         std::fs::remove_file(dir.path().join("a.json")).unwrap();
         assert!(!j.is_done("vad a.wav", "h1", "c"), "missing output");
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_losing_the_lines_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |e: &Entry| serde_json::to_string(e).unwrap() + "\n";
+        let mut text = line(&entry("before", "h", &[]));
+        // A valid entry, but longer than any masp writes; then garbage with no newline for a
+        // while, then a good line.
+        let long = entry(&"t".repeat(MAX_LINE_BYTES), "h", &[]);
+        text += &line(&long);
+        text += &"x".repeat(3 * MAX_LINE_BYTES);
+        text += "\n";
+        text += &line(&entry("after", "h", &[]));
+        std::fs::write(dir.path().join(JOURNAL_FILE), &text).unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.n_done(), 2);
+        assert!(j.is_done("before", "h", "c") && j.is_done("after", "h", "c"));
+        assert!(!j.is_done(&long.task, "h", "c"));
+    }
+
+    #[test]
+    fn outputs_outside_the_run_directory_or_behind_links_do_not_count() {
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(outer.path().join("elsewhere.json"), b"{}").unwrap();
+        std::fs::write(dir.join("real.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink("../elsewhere.json", dir.join("link.json")).unwrap();
+        let elsewhere = outer.path().join("elsewhere.json");
+        let cases = [
+            ("up", "../elsewhere.json"),
+            ("absolute", elsewhere.to_str().unwrap()),
+            ("link", "link.json"),
+            ("dir", "."),
+            ("ok", "real.json"),
+        ];
+        let text: String = cases
+            .iter()
+            .map(|(task, out)| serde_json::to_string(&entry(task, "h", &[out])).unwrap() + "\n")
+            .collect();
+        std::fs::write(dir.join(JOURNAL_FILE), text).unwrap();
+        let j = Journal::open(&dir).unwrap();
+        for (task, _) in &cases[..4] {
+            assert!(!j.is_done(task, "h", "c"), "{task}");
+        }
+        assert!(j.is_done("ok", "h", "c"));
     }
 
     #[test]
