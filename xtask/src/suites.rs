@@ -349,16 +349,46 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Installs Debian's Chromium when this process may (root, with apt-get), as `cargo xtask
+/// setup` fetches the models: the README's `cargo xtask test` must pass on a fresh machine
+/// without an unstated step. Elsewhere it fails with the exact command to run.
+fn install_chromium() -> Result<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = std::path::Path::new("/usr/bin/apt-get").is_file();
+    if !(root && apt) {
+        bail!(
+            "no Chromium on PATH, needed to check the HTML report in a browser: install it \
+             (Debian: `sudo apt-get install chromium`) and rerun"
+        );
+    }
+    println!("report: no Chromium on PATH; installing Debian's chromium with apt-get");
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "chromium"],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed ({status})", args.join(" "));
+        }
+    }
+    chromium().context("apt-get installed chromium, but no Chromium is on PATH")
+}
+
 /// `cargo xtask test-report`: a real run's report, rendered by `masp report`, opened in
 /// headless Chromium. The page must load without errors and hold the timeline and the model
 /// table; a screenshot goes to `target/masp-reports/report.png` (the one in docs/ came from
 /// here).
 pub fn test_report() -> Result<()> {
     ensure_setup()?;
-    let browser = chromium().context(
-        "no Chromium on PATH: install it (Debian: apt-get install chromium) to check the HTML \
-         report in a browser",
-    )?;
+    let browser = match chromium() {
+        Some(browser) => browser,
+        None => install_chromium()?,
+    };
     let root = workspace_root();
     let out = root.join("target/masp-reports/html");
     let _ = std::fs::remove_dir_all(&out);
