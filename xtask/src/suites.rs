@@ -95,9 +95,18 @@ fn run_steps(suite: &str, steps: Vec<Step>) -> Result<()> {
     let total = steps.len();
     let free_disk = std::env::var(FREE_DISK_VAR).is_ok_and(|v| v == "1");
     println!("{}", disk_line());
+    let started = std::time::Instant::now();
     for mut s in steps {
         println!("\n==> {suite}: {}", s.name);
+        let step_started = std::time::Instant::now();
         let ok = s.command.status().map(|st| st.success()).unwrap_or(false);
+        // CI has a time limit: each step's share shows where the time goes.
+        println!(
+            "{suite}: {} {} in {:.0} s",
+            s.name,
+            if ok { "passed" } else { "FAILED" },
+            step_started.elapsed().as_secs_f64()
+        );
         if !ok {
             failed.push(s.name);
         }
@@ -108,9 +117,10 @@ fn run_steps(suite: &str, steps: Vec<Step>) -> Result<()> {
         println!("{}", disk_line());
     }
     println!(
-        "\n{suite}: {} passed, {} failed",
+        "\n{suite}: {} passed, {} failed, {:.1} min",
         total - failed.len(),
-        failed.len()
+        failed.len(),
+        started.elapsed().as_secs_f64() / 60.0
     );
     if failed.is_empty() {
         Ok(())
