@@ -18,6 +18,9 @@ fn vad(input: &std::path::Path) -> AudioTask {
     }
 }
 
+/// Whether an error is the one a case expects.
+type ErrorCheck = Box<dyn Fn(&Error) -> bool>;
+
 #[test]
 fn memory_after_every_failure_the_next_task_runs_and_memory_returns_to_baseline() {
     let mut models = Models::new();
@@ -48,7 +51,7 @@ fn memory_after_every_failure_the_next_task_runs_and_memory_returns_to_baseline(
     let baseline = probe::process_rss().unwrap();
     println!("baseline RSS {baseline} (budget {limit})");
 
-    let mut failures: Vec<(String, Box<dyn Fn(&Error) -> bool>, AudioTask)> = Vec::new();
+    let mut failures: Vec<(String, ErrorCheck, AudioTask)> = Vec::new();
     for bad in fixtures::bad_inputs(models.dir.path()).unwrap() {
         let expected = bad.expected_message;
         failures.push((

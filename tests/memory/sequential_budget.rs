@@ -128,9 +128,8 @@ fn memory_calibrated_estimates_are_within_10_percent() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("calibration.json");
     let name = "sequential_budget::memory_calibrated_estimates_are_within_10_percent";
-    match std::env::var("MASP_CALIBRATION_ROLE").as_deref() {
-        Ok(role) => return calibration_child(role),
-        Err(_) => {}
+    if let Ok(role) = std::env::var("MASP_CALIBRATION_ROLE").as_deref() {
+        return calibration_child(role);
     }
     child(
         name,
