@@ -27,7 +27,7 @@ pub const DEFAULT_WORKING: Bytes = Bytes::from_mib(16);
 /// still follows the model when it changes).
 const KEEP: usize = 8;
 /// Largest calibration store read: 16 MiB. A record is at most a few hundred bytes (its lists
-/// hold [`KEEP`] values each), so this is tens of thousands of models; a larger file is not
+/// hold the last 8 values each), so this is tens of thousands of models; a larger file is not
 /// ours and is set aside like a corrupt one.
 pub const MAX_CALIBRATION_BYTES: u64 = 16 << 20;
 
