@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use masp_testkit::hostile::len_field;
+
 /// Each case must end within this (killed and failed otherwise). Generous for a debug build on
 /// a loaded two-core machine: the refusals take milliseconds, the longest case that runs
 /// (diarize at the smallest hop) about 25 s.
@@ -202,20 +204,6 @@ fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(sample(), dir.path().join("a.wav")).unwrap();
     dir
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
-    varint(out, (u64::from(number) << 3) | 2);
-    varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
 }
 
 /// An ONNX file of about 2 MB: one node of a million empty attributes (two bytes each), which

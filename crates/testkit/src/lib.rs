@@ -63,6 +63,7 @@ pub mod assert;
 mod error;
 pub mod fixtures;
 mod framework;
+pub mod hostile;
 pub mod memory;
 pub mod results;
 pub mod synthetic;

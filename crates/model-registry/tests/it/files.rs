@@ -3,8 +3,6 @@
 //! is never torn.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use masp_budget::Bytes;
 use masp_model_registry::estimate::CalibrationStore;
@@ -12,28 +10,7 @@ use masp_model_registry::file::{Links, NotRegularFile, open_regular, read_regula
 use masp_model_registry::manifest::Registry;
 use masp_model_registry::onnx::OnnxMetadata;
 use masp_model_registry::{Error, assets};
-
-/// Longer than any refusal takes (microseconds), shorter than a runner's patience: a call that
-/// has not returned by then is a hang, and fails the test instead of stalling it.
-const HANG_S: u64 = 20;
-
-fn or_hang<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(HANG_S))
-        .unwrap_or_else(|_| panic!("{what} blocked for {HANG_S} s"))
-}
-
-fn mkfifo(path: &Path) -> PathBuf {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path.to_path_buf()
-}
+use masp_testkit::hostile::{mkfifo, or_hang};
 
 /// A FIFO, a socket, a character device, a directory and a link to a FIFO, with the kind each
 /// must be reported as.

@@ -9,21 +9,7 @@ use masp_model_registry::assets;
 use masp_model_registry::manifest::{MAX_WINDOW_SAMPLES, ManifestError, Registry};
 use masp_model_registry::onnx::OnnxMetadata;
 use masp_model_registry::onnx::cost::{MAX_METADATA_DECODE_BYTES, decode_limit, decoded_bytes};
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Field `number` of `payload`, length-delimited.
-fn len_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
-    varint(out, (u64::from(number) << 3) | 2);
-    varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
-}
+use masp_testkit::hostile::len_field;
 
 /// `n` copies of an empty length-delimited field `number`: two bytes each.
 fn empties(number: u32, n: usize) -> Vec<u8> {

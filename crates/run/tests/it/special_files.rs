@@ -2,8 +2,6 @@
 //! temporary-file cleanup never follows a link, and one run directory has one writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use masp_run::Error;
 use masp_run::job::Job;
@@ -11,28 +9,7 @@ use masp_run::journal::{self, JOURNAL_FILE, Journal, TEMP_SUFFIX};
 use masp_run::lock::{LOCK_FILE, RunLock};
 use masp_run::pipeline::Pipeline;
 use masp_run::run_dir::RunDir;
-
-/// Longer than any refusal takes (microseconds), shorter than a runner's patience: a call that
-/// has not returned by then is a hang, and fails the test instead of stalling it.
-const HANG_S: u64 = 20;
-
-fn or_hang<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(HANG_S))
-        .unwrap_or_else(|_| panic!("{what} blocked for {HANG_S} s"))
-}
-
-fn mkfifo(path: &Path) -> PathBuf {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path.to_path_buf()
-}
+use masp_testkit::hostile::{mkfifo, or_hang};
 
 fn symlink(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
