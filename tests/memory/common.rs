@@ -67,11 +67,12 @@ impl Models {
         )
         .unwrap();
         let file = self.link(&generated, name);
+        release(&generated);
         self.manifest.push_str(&format!(
             "[[model]]\nname = \"{name}\"\nkind = \"generic\"\npath = \"{file}\"\n{extra}\
              [model.generic]\ninput = \"x\"\nwindow_ms = 64\n\n"
         ));
-        generated
+        self.dir.path().join(file)
     }
 
     /// A model whose activations grow with its input: whole chunks in, no fixed window.
@@ -98,6 +99,20 @@ impl Models {
         let mut registry = Registry::builtin();
         registry.add_manifest(&path).unwrap();
         registry
+    }
+}
+
+/// With `MASP_TEST_FREE_DISK=1` (CI sets it), a generated model's cache entry is removed once
+/// it is linked into a test's directory: this suite's models add up to ~8 GiB of disk, and the
+/// links keep each one only for its test. Elsewhere the cache keeps them for the next run.
+fn release(generated: &Path) {
+    if std::env::var("MASP_TEST_FREE_DISK").is_ok_and(|v| v == "1")
+        && let Some(entry) = generated
+            .parent()
+            .filter(|p| p.starts_with(synthetic::cache_dir()))
+    {
+        // A failure only costs disk.
+        let _ = std::fs::remove_dir_all(entry);
     }
 }
 
