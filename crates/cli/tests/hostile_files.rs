@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use masp_testkit::hostile::mkfifo;
+
 /// Longest a masp command here may take before the test calls it a hang and kills it: each
 /// finishes in seconds when nothing blocks (a debug build, a few small files).
 const HANG_S: u64 = 180;
@@ -47,11 +49,6 @@ fn wait_or_hang(mut child: Child) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().unwrap();
-    assert!(status.success());
 }
 
 fn stderr(out: &Output) -> String {

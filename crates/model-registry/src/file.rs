@@ -105,13 +105,20 @@ pub fn open_regular_with(path: &Path, links: Links, options: &OpenOptions) -> io
     Ok(file)
 }
 
-/// The content of the regular file at `path`, refused when over `max_bytes` (read at most one
-/// byte more, so a huge or growing file costs no more than the limit).
+/// The content of the regular file at `path`, refused when over `max_bytes`: judged from the
+/// open file's size before anything is read, and the read stops one byte past the limit, so a
+/// huge or growing file costs no more than the limit.
 ///
 /// # Errors
 /// As [`open_regular`], and `InvalidData` when the file is larger than `max_bytes`.
 pub fn read_regular(path: &Path, links: Links, max_bytes: u64) -> io::Result<Vec<u8>> {
     let file = open_regular(path, links)?;
+    if file.metadata()?.len() > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max_bytes} bytes"),
+        ));
+    }
     let mut bytes = Vec::new();
     file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)?;

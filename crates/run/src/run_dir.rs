@@ -302,31 +302,23 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
     read_limited(path, masp_model_registry::file::Links::Follow, max_bytes)
 }
 
-/// [`read_bounded`], with `links` saying whether the path may be a symbolic link. The size is
-/// judged from the open file before anything is read, and the read is capped too (a file may
-/// grow meanwhile).
+/// [`read_bounded`], with `links` saying whether the path may be a symbolic link.
 fn read_limited(
     path: &Path,
     links: masp_model_registry::file::Links,
     max_bytes: u64,
 ) -> Result<String> {
-    use std::io::Read;
     let malformed = |reason: String| Error::Malformed {
         path: path.to_path_buf(),
         reason,
     };
-    let file =
-        masp_model_registry::file::open_regular(path, links).map_err(|e| Error::io(path, &e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, &e))?.len();
-    if len > max_bytes {
-        return Err(malformed(format!("{len} bytes, larger than {max_bytes}")));
-    }
-    let mut bytes = Vec::new();
-    file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, &e))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(malformed(format!("larger than {max_bytes} bytes")));
-    }
+    let bytes = masp_model_registry::file::read_regular(path, links, max_bytes).map_err(|e| {
+        // `read_regular`'s one `InvalidData`: the file is over the limit.
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            malformed(e.to_string())
+        } else {
+            Error::io(path, &e)
+        }
+    })?;
     String::from_utf8(bytes).map_err(|_| malformed("not UTF-8 text".into()))
 }

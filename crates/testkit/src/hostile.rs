@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Longer than any refusal takes (microseconds), shorter than a runner's patience: a call that
 /// has not returned by then is a hang, and fails the test instead of stalling it.
-pub const HANG_S: u64 = 20;
+pub const HANG_S: u64 = 60;
 
 /// `f()`, run on a thread of its own; panics naming `what` if it has not returned within
 /// [`HANG_S`] seconds (the thread is left behind: it is blocked, which is the finding).
