@@ -24,9 +24,13 @@ pub struct Job {
 impl Job {
     /// The job of the input at `path` (reads it once, for its sha256).
     pub fn new(path: &Path) -> Self {
+        Self::named(path, result_name(path))
+    }
+
+    fn named(path: &Path, name: String) -> Self {
         Self {
             path: path.to_path_buf(),
-            name: result_name(path),
+            name,
             input_sha256: masp_model_registry::assets::sha256_file(path).unwrap_or_default(),
             failed: false,
         }
@@ -38,8 +42,12 @@ impl Job {
     /// [`crate::Error::InvalidParameter`] when two inputs would share a result name (the same
     /// file given twice, by any path): checked before anything is read or written.
     pub fn all(inputs: &[PathBuf]) -> Result<Vec<Self>> {
-        result_names(inputs)?;
-        Ok(inputs.iter().map(|p| Self::new(p)).collect())
+        let names = result_names(inputs)?;
+        Ok(inputs
+            .iter()
+            .zip(names)
+            .map(|(p, name)| Self::named(p, name))
+            .collect())
     }
 }
 
