@@ -151,7 +151,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let _ = write!(
         h,
         "<tr><th>RSS start → end</th><td>{} → {}</td></tr>\
-         <tr><th>trend</th><td>{} overall, {} over the last {:.0} s</td></tr>\
+         <tr><th>trend</th><td>{} overall, {} over the last {:.0} s: {}</td></tr>\
          <tr><th>leak verdict</th><td class=\"{leak_class}\">{}{}</td></tr>\
          <tr><th>cleanup effectiveness</th><td>{}</td></tr>\
          <tr><th>failures</th><td class=\"{}\">{n_failures}</td></tr></table></section>",
@@ -160,6 +160,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         rate(report.trend.overall_bytes_per_s),
         rate(report.trend.recent_bytes_per_s),
         report.trend.recent_window_s,
+        esc(&report.trend.verdict.to_string()),
         esc(&report.leak.verdict.to_string()),
         report
             .leak

@@ -49,7 +49,8 @@
 //! - **Cleanup effectiveness** of a cycle = (RSS at `LoadEnd` − RSS after cleanup) ÷ (RSS at
 //!   `LoadEnd` − RSS at `LoadStart`): the share of what the load took that came back.
 //! - **Trend**: least-squares slope of the timeline (bytes/s) over the run and over the last
-//!   [`ProfilerConfig::trend_window`].
+//!   [`ProfilerConfig::trend_window`], and a verdict over that window — growing, shrinking,
+//!   flat or unsteady against [`ProfilerConfig::trend_tolerance`] (rules: [`TrendVerdict`]).
 //!
 //! # JSON schema (`report.json`, `schema_version` 1)
 //!
@@ -64,7 +65,9 @@
 //!   "peak": { "sampled": {"t_s": f64, "rss": bytes}|null, "kernel_hwm": bytes|null,
 //!             "kernel_hwm_since_start": bool, "percent_of_budget": f64|null },
 //!   "trend": { "overall_bytes_per_s": f64|null, "recent_bytes_per_s": f64|null,
-//!              "recent_window_s": f64 },
+//!              "recent_window_s": f64,
+//!              "verdict": {"kind": "growing"|"shrinking", "bytes_per_s": f64}
+//!                       | {"kind": "flat"|"unsteady"|"not_enough_samples"} },
 //!   "leak": { "verdict": {"kind": "no_leak"}
 //!                      | {"kind": "suspected", "per_cycle": bytes, "cycles": usize}
 //!                      | {"kind": "not_enough_cycles", "cycles": usize},
@@ -120,7 +123,7 @@ pub use profile::{PeakSample, Profile};
 pub use profiler::{MemoryProfiler, ProfilerConfig, ProfilerHandle, WatchAlert};
 pub use report::{
     CleanupSummary, Cycle, LeakSummary, LeakVerdict, ModelSummary, PeakSummary, Phase, PhaseKind,
-    Report, SCHEMA_VERSION, SamplerStats, Trend, generate_report,
+    Report, SCHEMA_VERSION, SamplerStats, Trend, TrendVerdict, generate_report,
 };
 pub use svg::xml_escape;
 pub use write::ReportPaths;

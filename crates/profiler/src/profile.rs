@@ -34,6 +34,9 @@ pub struct Profile {
     pub budget_limit: Option<Bytes>,
     /// Window of the recent trend, in seconds, from the config.
     pub trend_window_s: f64,
+    /// Movement of RSS over the trend window that decides the trend verdict, from the config.
+    #[serde(default = "default_trend_tolerance")]
+    pub trend_tolerance: Bytes,
     /// Leak tolerance per cycle, from the config.
     pub leak_tolerance: Bytes,
     /// RSS when the profiler started.
@@ -67,6 +70,10 @@ pub struct Profile {
     /// Highest sampled RSS of the followed worker processes together; `None` when none ran.
     #[serde(default)]
     pub workers_peak: Option<Bytes>,
+}
+
+fn default_trend_tolerance() -> Bytes {
+    Bytes::from_mib(4)
 }
 
 impl Profile {

@@ -45,8 +45,13 @@ pub struct ProfilerConfig {
     /// The budget limit, drawn as a line on the timeline and compared with the peak.
     /// Default none.
     pub budget_limit: Option<Bytes>,
-    /// Window of the "recent" RSS trend. Default 60 s.
+    /// Window of the "recent" RSS trend, over which the trend verdict is judged. Default 60 s.
     pub trend_window: Duration,
+    /// How far RSS must move over the trend window before the trend is called growing or
+    /// shrinking, and within how much it must stay to be flat. Default 4 MiB: the allocator's
+    /// and the runtime's churn between tasks stays well under it.
+    #[serde(default = "default_trend_tolerance")]
+    pub trend_tolerance: Bytes,
     /// Growth per load/unload cycle below which no leak is reported. Default 1 MiB.
     ///
     /// Allocators and runtimes keep some memory after a cycle; below this it is noise. Lower
@@ -57,6 +62,10 @@ pub struct ProfilerConfig {
     pub reset_kernel_peak: bool,
 }
 
+fn default_trend_tolerance() -> Bytes {
+    Bytes::from_mib(4)
+}
+
 impl Default for ProfilerConfig {
     fn default() -> Self {
         ProfilerConfig {
@@ -64,6 +73,7 @@ impl Default for ProfilerConfig {
             max_buckets: 4096,
             budget_limit: None,
             trend_window: Duration::from_secs(60),
+            trend_tolerance: default_trend_tolerance(),
             leak_tolerance: Bytes::from_mib(1),
             reset_kernel_peak: true,
         }
@@ -142,6 +152,21 @@ impl ProfilerConfig {
     #[must_use]
     pub fn with_trend_window(mut self, window: Duration) -> Self {
         self.trend_window = window;
+        self
+    }
+
+    /// `self` with another trend tolerance (see [`ProfilerConfig::trend_tolerance`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use masp_budget::Bytes;
+    /// let c = masp_profiler::ProfilerConfig::default().with_trend_tolerance(Bytes::from_mib(1));
+    /// assert_eq!(c.trend_tolerance, Bytes::from_mib(1));
+    /// ```
+    #[must_use]
+    pub fn with_trend_tolerance(mut self, tolerance: Bytes) -> Self {
+        self.trend_tolerance = tolerance;
         self
     }
 
@@ -582,6 +607,7 @@ impl MemoryProfiler {
             duration_s,
             budget_limit: config.budget_limit,
             trend_window_s: config.trend_window.as_secs_f64(),
+            trend_tolerance: config.trend_tolerance,
             leak_tolerance: config.leak_tolerance,
             rss_start: Some(self.rss_start),
             rss_end,

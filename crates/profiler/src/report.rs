@@ -87,6 +87,61 @@ pub struct Trend {
     pub recent_bytes_per_s: Option<f64>,
     /// The recent window, seconds.
     pub recent_window_s: f64,
+    /// Whether RSS grew, shrank or stayed flat over the recent window.
+    #[serde(default)]
+    pub verdict: TrendVerdict,
+}
+
+/// Where RSS went over the trend window (the last [`ProfilerConfig::trend_window`] of the run,
+/// or all of it if shorter), judged against [`ProfilerConfig::trend_tolerance`] *T*.
+///
+/// The window is cut into six segments by time. RSS is **growing** when the least-squares line
+/// rises by at least *T* over the window and each segment's mean RSS is above the one before it
+/// by at least a quarter of an even share of that rise — a steady climb, not one step.
+/// **Shrinking** is the mirror image. RSS is **flat** when the line moves by less than *T* and
+/// the segments' means all lie within *T* of each other. Anything else (a step, a load or a
+/// spike inside the window) is **unsteady**.
+///
+/// [`ProfilerConfig::trend_window`]: crate::ProfilerConfig::trend_window
+/// [`ProfilerConfig::trend_tolerance`]: crate::ProfilerConfig::trend_tolerance
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TrendVerdict {
+    /// RSS climbs steadily.
+    Growing {
+        /// Fitted slope, bytes per second.
+        bytes_per_s: f64,
+    },
+    /// RSS falls steadily.
+    Shrinking {
+        /// Fitted slope, bytes per second (negative).
+        bytes_per_s: f64,
+    },
+    /// RSS stays within the tolerance.
+    Flat,
+    /// RSS moves, but not steadily one way.
+    Unsteady,
+    /// Fewer than 6 timeline points in the window, or a segment of it without one.
+    #[default]
+    NotEnoughSamples,
+}
+
+impl fmt::Display for TrendVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rate = |b: f64| ByteDelta::from_f64(b);
+        match self {
+            TrendVerdict::Growing { bytes_per_s } => {
+                write!(f, "growing ({}/s)", rate(*bytes_per_s))
+            }
+            TrendVerdict::Shrinking { bytes_per_s } => {
+                write!(f, "shrinking ({}/s)", rate(*bytes_per_s))
+            }
+            TrendVerdict::Flat => f.write_str("flat"),
+            TrendVerdict::Unsteady => f.write_str("unsteady (neither flat nor a steady trend)"),
+            TrendVerdict::NotEnoughSamples => f.write_str("not enough samples to judge"),
+        }
+    }
 }
 
 /// Whether memory grows from one load/unload cycle to the next.
@@ -367,6 +422,7 @@ pub fn generate_report(profile: &Profile) -> Report {
             &profile.timeline,
             profile.duration_s,
             profile.trend_window_s,
+            profile.trend_tolerance,
         ),
         leak,
         cleanup: CleanupSummary {
@@ -721,17 +777,62 @@ fn leak_summary(cycles: &[&Cycle], tolerance: Bytes) -> LeakSummary {
     }
 }
 
-fn trend(timeline: &[Bucket], duration_s: f64, window_s: f64) -> Trend {
+fn trend(timeline: &[Bucket], duration_s: f64, window_s: f64, tolerance: Bytes) -> Trend {
     let points: Vec<(f64, f64)> = timeline
         .iter()
         .map(|b| (b.t_end_s, b.last.get() as f64))
         .collect();
     let from = duration_s - window_s;
     let recent: Vec<(f64, f64)> = points.iter().copied().filter(|(t, _)| *t >= from).collect();
+    let recent_bytes_per_s = least_squares_slope(&recent);
     Trend {
         overall_bytes_per_s: least_squares_slope(&points),
-        recent_bytes_per_s: least_squares_slope(&recent),
+        recent_bytes_per_s,
         recent_window_s: window_s,
+        verdict: trend_verdict(&recent, recent_bytes_per_s, tolerance.get() as f64),
+    }
+}
+
+/// Segments of the trend window whose means must climb one after the other.
+const TREND_SEGMENTS: usize = 6;
+
+/// The [`TrendVerdict`] of `points` (time, RSS) whose least-squares slope is `slope`.
+fn trend_verdict(points: &[(f64, f64)], slope: Option<f64>, tolerance: f64) -> TrendVerdict {
+    let (Some(slope), Some(first), Some(last)) = (slope, points.first(), points.last()) else {
+        return TrendVerdict::NotEnoughSamples;
+    };
+    let span = last.0 - first.0;
+    if points.len() < TREND_SEGMENTS || span <= 0.0 {
+        return TrendVerdict::NotEnoughSamples;
+    }
+    let mut sums = [(0.0_f64, 0_u32); TREND_SEGMENTS];
+    for (t, rss) in points {
+        let k = (((t - first.0) / span) * TREND_SEGMENTS as f64) as usize;
+        let slot = &mut sums[k.min(TREND_SEGMENTS - 1)];
+        *slot = (slot.0 + rss, slot.1 + 1);
+    }
+    let Some(means) = sums
+        .iter()
+        .map(|(sum, n)| (*n > 0).then(|| sum / f64::from(*n)))
+        .collect::<Option<Vec<f64>>>()
+    else {
+        return TrendVerdict::NotEnoughSamples;
+    };
+    let rise = slope * span;
+    // Each segment a quarter of an even share of the rise above (below) the one before it.
+    let step = rise.abs() / (4.0 * TREND_SEGMENTS as f64);
+    let climbs = means.windows(2).all(|w| w[1] - w[0] >= step);
+    let falls = means.windows(2).all(|w| w[0] - w[1] >= step);
+    let spread = means.iter().copied().fold(f64::MIN, f64::max)
+        - means.iter().copied().fold(f64::MAX, f64::min);
+    if rise >= tolerance && climbs {
+        TrendVerdict::Growing { bytes_per_s: slope }
+    } else if rise <= -tolerance && falls {
+        TrendVerdict::Shrinking { bytes_per_s: slope }
+    } else if rise.abs() < tolerance && spread < tolerance {
+        TrendVerdict::Flat
+    } else {
+        TrendVerdict::Unsteady
     }
 }
 
@@ -788,6 +889,7 @@ mod tests {
             duration_s: n as f64 * 10.0,
             budget_limit: Some(Bytes::from_gib(1)),
             trend_window_s: 60.0,
+            trend_tolerance: Bytes::from_mib(4),
             leak_tolerance: Bytes::from_mib(1),
             rss_start: Some(Bytes::from_mib(100)),
             rss_end: Some(Bytes::from_mib(base)),
@@ -920,5 +1022,50 @@ mod tests {
         assert!((least_squares_slope(&pts).unwrap() - 3.0).abs() < 1e-9);
         assert_eq!(least_squares_slope(&[(1.0, 1.0)]), None);
         assert_eq!(least_squares_slope(&[(1.0, 1.0), (1.0, 2.0)]), None);
+    }
+
+    /// `n` points one second apart at `mib(i)` MiB, judged with a 4 MiB tolerance.
+    fn verdict_of(n: usize, mib: impl Fn(usize) -> f64) -> TrendVerdict {
+        let pts: Vec<(f64, f64)> = (0..n).map(|i| (i as f64, mib(i) * 1048576.0)).collect();
+        trend_verdict(&pts, least_squares_slope(&pts), 4.0 * 1048576.0)
+    }
+
+    #[test]
+    fn trend_verdicts_tell_a_steady_climb_from_a_step_and_from_noise() {
+        // 0.2 MiB/s for 60 s with ±1 MiB of churn: growing.
+        let churn = |i: usize| if i % 2 == 0 { 1.0 } else { -1.0 };
+        let growing = verdict_of(60, |i| 100.0 + 0.2 * i as f64 + churn(i));
+        assert!(
+            matches!(growing, TrendVerdict::Growing { bytes_per_s } if (bytes_per_s / 1048576.0 - 0.2).abs() < 0.02),
+            "{growing:?}"
+        );
+        assert_eq!(verdict_of(60, |i| 100.0 + churn(i)), TrendVerdict::Flat);
+        assert!(matches!(
+            verdict_of(60, |i| 100.0 - 0.2 * i as f64),
+            TrendVerdict::Shrinking { .. }
+        ));
+        // One 20 MiB step in the middle: the line rises, but the segments do not climb in turn.
+        assert_eq!(
+            verdict_of(60, |i| if i < 30 { 100.0 } else { 120.0 }),
+            TrendVerdict::Unsteady
+        );
+        // A spike that comes back: neither.
+        assert_eq!(
+            verdict_of(60, |i| if (20..40).contains(&i) { 140.0 } else { 100.0 }),
+            TrendVerdict::Unsteady
+        );
+        // Under the tolerance over the window: flat, however steady.
+        assert_eq!(
+            verdict_of(60, |i| 100.0 + 0.05 * i as f64),
+            TrendVerdict::Flat
+        );
+        assert_eq!(
+            verdict_of(5, |i| i as f64 * 10.0),
+            TrendVerdict::NotEnoughSamples
+        );
+        assert_eq!(
+            trend_verdict(&[], None, 1.0),
+            TrendVerdict::NotEnoughSamples
+        );
     }
 }

@@ -563,6 +563,7 @@ mod tests {
             duration_s: 8.0,
             budget_limit: Some(budget),
             trend_window_s: 60.0,
+            trend_tolerance: Bytes::from_mib(4),
             leak_tolerance: Bytes::from_mib(1),
             rss_start: Some(Bytes::from_mib(100)),
             rss_end: Some(Bytes::from_mib(100)),

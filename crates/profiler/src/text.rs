@@ -71,10 +71,11 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "  trend         {} overall, {} over the last {:.0} s",
+            "  trend         {} overall, {} over the last {:.0} s: {}",
             opt(self.trend.overall_bytes_per_s.map(fmt_rate)),
             opt(self.trend.recent_bytes_per_s.map(fmt_rate)),
-            self.trend.recent_window_s
+            self.trend.recent_window_s,
+            self.trend.verdict
         )?;
         // The fitted figure adds information only when the verdict does not already state it.
         let fit = match (self.leak.verdict, self.leak.growth_per_cycle) {
