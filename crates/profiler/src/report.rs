@@ -1033,7 +1033,7 @@ mod tests {
     #[test]
     fn trend_verdicts_tell_a_steady_climb_from_a_step_and_from_noise() {
         // 0.2 MiB/s for 60 s with ±1 MiB of churn: growing.
-        let churn = |i: usize| if i % 2 == 0 { 1.0 } else { -1.0 };
+        let churn = |i: usize| if i.is_multiple_of(2) { 1.0 } else { -1.0 };
         let growing = verdict_of(60, |i| 100.0 + 0.2 * i as f64 + churn(i));
         assert!(
             matches!(growing, TrendVerdict::Growing { bytes_per_s } if (bytes_per_s / 1048576.0 - 0.2).abs() < 0.02),
