@@ -17,9 +17,10 @@ tasks:
   demo              set up if needed, then run `masp vad` on the committed speech sample
   test              set up if needed, then run every check and test suite (what CI runs)
   check-layers      fail on any dependency edge that breaks the crate layering
-  test-sequential   the model and orchestration suites, one test at a time
-  test-profile      the same with the memory profiler on, reports in target/masp-reports/
-  test-memory       memory-intensive cases with explicit cleanup
+  test-sequential   model and orchestration suites (peaks held to 1.5x), degradation ladder
+  test-profile      the profiler's verdicts (leak, cleanup, trend, reports) on real runs,
+                    each with a passing and a failing case; reports in target/masp-reports/
+  test-memory       memory-intensive cases (GiB models, exhaustion, drift, calibration)
   test-faults       20 SIGKILLs at random points of a batch, resumed each time
   test-report       a run's HTML report opened in headless Chromium, with a screenshot
   test-package      cargo package every publishable crate, each built from its package alone

@@ -194,6 +194,8 @@ pub fn test_all() -> Result<()> {
                 "suites",
                 "--test",
                 "scenarios",
+                "--test",
+                "profile",
                 "--",
                 "-D",
                 "warnings",
@@ -238,6 +240,7 @@ pub fn test_all() -> Result<()> {
     steps.push(downstream_step());
     steps.push(fuzz_check_step());
     steps.extend(sequential_steps());
+    steps.extend(profile_steps());
     steps.extend(memory_steps());
     run_steps("test", steps)
 }
@@ -576,6 +579,25 @@ fn sequential_steps() -> Vec<Step> {
     ]
 }
 
+/// The profiler's verdicts on real runs (`tests/profile`), each test in a fresh process.
+fn profile_steps() -> Vec<Step> {
+    vec![step(
+        "profiler verdicts on real runs (release, one at a time)",
+        &[
+            "test",
+            "--release",
+            "--quiet",
+            "-p",
+            "masp-tests",
+            "--test",
+            "profile",
+            "--",
+            "--test-threads=1",
+            "--nocapture",
+        ],
+    )]
+}
+
 /// GiB-sized models under tight budgets, optimised build, one test at a time.
 fn memory_steps() -> Vec<Step> {
     vec![step(
@@ -603,7 +625,7 @@ pub fn test_profile() -> Result<()> {
     ensure_setup()?;
     let reports = workspace_root().join("target/masp-reports");
     std::fs::create_dir_all(&reports)?;
-    let mut steps = sequential_steps();
+    let mut steps = profile_steps();
     for s in &mut steps {
         s.command.env("MASP_TEST_REPORTS", &reports);
     }
