@@ -9,6 +9,7 @@
 mod common;
 mod drift;
 mod exhaustion;
+#[allow(dead_code)] // shared with profile/ by `#[path]`: each uses part of it
 mod fresh;
 mod recovery;
 mod sequential_budget;

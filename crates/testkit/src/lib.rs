@@ -29,9 +29,51 @@
 //! use masp_testkit::{Bytes, MinimalTestFramework};
 //!
 //! let result = MinimalTestFramework::builtin(Bytes::from_gib(2)).model_tests("silero-vad");
-//! println!("{result}"); // the table, ending with `5 passed, 0 failed`
+//! println!("{result}"); // the table, ending with `6 passed, 0 failed`
 //! result.assert_success();
 //! ```
+//!
+//! # The checks and their thresholds
+//!
+//! Every check reads the profiler's report of the suite's own run (the warm-up load is left
+//! out: a process's first ONNX Runtime session also pays the runtime's one-time globals). The
+//! thresholds are [`SuiteConfig`] fields; the defaults suit masp's built-in models.
+//!
+//! | suite | check | fails when | judged by (default) |
+//! |---|---|---|---|
+//! | model | loads | a load of the warm-up or of a cycle fails | — |
+//! | model | no leak | RSS after cleanup grows from cycle to cycle, or the orchestrator's post-unload check flags an unload | [`SuiteConfig::leak_tolerance`] (1 MiB per cycle), [`OrchestratorConfig::cleanup_tolerance`] (16 MiB) |
+//! | both | peak below budget | the peak passes the budget's limit, or rises more than the allowance above the suite's start | the budget; [`SuiteConfig::peak_allowance`] (none) |
+//! | model | returns to baseline | RSS ends above its start by more than a share of the model's resident size, or anything stays reserved or resident | [`SuiteConfig::baseline_share`] (0.5), capped by [`SuiteConfig::baseline_tolerance`] (16 MiB) |
+//! | model | estimate vs measured | the metadata estimate of the load peak is too far below or above the measured peak | [`SuiteConfig::estimate_under_pct`] (25%), [`SuiteConfig::estimate_over_pct`] (200%), [`SuiteConfig::estimate_slack`] (1 MiB) |
+//! | model | cleanup effectiveness | unloading gives back less than this share of what the load took, on average | [`SuiteConfig::min_cleanup_effectiveness`] (0.75) |
+//! | orchestration | sequential execution | a task fails, a model is loaded more often than planned, or more models are resident at once than the policy allows | [`OrchestratorConfig::max_resident`] (1) |
+//! | orchestration | memory stability | the repeated batches' peaks or end RSS spread too far | [`SuiteConfig::repeats`] (3), [`SuiteConfig::stability_tolerance`] (16 MiB) |
+//! | orchestration | resource cleanup | as "returns to baseline" (against the smallest model), or a post-unload flag | as above |
+//!
+//! A check that cannot fail for the reason it is named after is worse than none, so size the
+//! two that depend on your model. The budget a suite runs under bounds admission, not the
+//! check: a 2 GiB budget never notices a 15 MiB model doubling. Measure your model's peak rise
+//! once (the "peak below budget" figures print it: `rose X above Y`), then allow 1.5× it:
+//!
+//! ```no_run
+//! use masp_testkit::{Bytes, MinimalTestFramework, SuiteConfig};
+//!
+//! let config = SuiteConfig {
+//!     peak_allowance: Some(Bytes::from_mib(15 * 3 / 2)), // measured: 14 MiB
+//!     min_cleanup_effectiveness: 0.9,
+//!     ..SuiteConfig::default()
+//! };
+//! let result = MinimalTestFramework::builtin(Bytes::from_gib(2))
+//!     .with_config(config)
+//!     .model_tests("silero-vad");
+//! result.assert_success();
+//! ```
+//!
+//! masp's own suites are examples of each case: `tests/suites` (`cargo xtask test-sequential`)
+//! runs both suites on the built-in models with allowances of 1.5× the measured rise, and
+//! `tests/profile` (`cargo xtask test-profile`) shows each verdict fail for a leaked session, a
+//! poor cleanup and a growing run.
 //!
 //! The memory assertions work on any profiled code, a model of yours or not:
 //!
