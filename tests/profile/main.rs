@@ -4,6 +4,8 @@
 //! - A leaked ONNX Runtime session, and nothing else, is flagged as a leak of about its size;
 //!   a clean load/unload cycle is not.
 //! - Cleanup effectiveness below the threshold fails the model suite; a clean run passes it.
+//! - The cleanup after a task gives freed heap back (the allocator trim); a task that keeps its
+//!   memory gets nothing back.
 //! - A run whose memory grows steadily is judged growing, at about the rate it grew; the same
 //!   run without the growth is judged flat.
 //! - The reports are written and parse: JSON back into a `Report`, the SVG as XML.
@@ -17,7 +19,7 @@
 mod fresh;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use masp_budget::{Budget, BudgetConfig, Bytes};
@@ -28,7 +30,7 @@ use masp_orchestrator::adapter::{AdapterRegistry, ModelAdapter, TaskContext};
 use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::task::{TaskOutput, TaskParams};
 use masp_orchestrator::{AudioTask, Error, Result, SequentialOrchestrator};
-use masp_profiler::{LeakVerdict, MemoryProfiler, ProfilerConfig, Report, TrendVerdict};
+use masp_profiler::{Event, LeakVerdict, MemoryProfiler, ProfilerConfig, Report, TrendVerdict};
 use masp_testkit::fixtures::{self, AudioSpec};
 use masp_testkit::{MinimalTestFramework, SuiteResult};
 
@@ -338,4 +340,141 @@ fn the_reports_are_written_and_parse() {
         suite["checks"].as_array().map(Vec::len),
         Some(result.checks.len())
     );
+}
+
+/// What each task of [`heap_run`] allocates in small blocks; it frees 15 of every 16.
+const ALLOCATED_PER_TASK: usize = 64 << 20;
+/// Small enough to come from the heap (under the 256 KiB mmap threshold masp pins), large
+/// enough to skip the allocator's per-thread caches.
+const BLOCK: usize = 4 << 10;
+/// Whether [`Fragmenting`] frees its blocks (true) or keeps them (the contrast).
+static FREE_BLOCKS: AtomicBool = AtomicBool::new(true);
+
+/// masp's VAD adapter, then 64 MiB in 4 KiB blocks of which one in 16 stays: the freed runs
+/// between them cannot join the heap's top, so only an allocator trim gives their pages back
+/// (a fragmented heap, as a task's many small buffers leave one).
+#[derive(Debug)]
+struct Fragmenting {
+    inner: Box<dyn ModelAdapter>,
+    kept: Vec<Vec<Box<[u8]>>>,
+}
+
+fn fragmenting_vad(
+    admitted: &Admitted<'_>,
+    spec: &ModelSpec,
+    path: &Path,
+    options: SessionOptions,
+) -> Result<Box<dyn ModelAdapter>> {
+    Ok(Box::new(Fragmenting {
+        inner: VadAdapter::load(admitted, spec, path, options)?,
+        kept: Vec::new(),
+    }))
+}
+
+impl ModelAdapter for Fragmenting {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    fn run(
+        &mut self,
+        input: &Path,
+        params: &TaskParams,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<TaskOutput> {
+        let output = self.inner.run(input, params, ctx)?;
+        let mut blocks: Vec<Box<[u8]>> = (0..ALLOCATED_PER_TASK / BLOCK)
+            .map(|_| vec![0x5A; BLOCK].into_boxed_slice())
+            .collect();
+        if FREE_BLOCKS.load(Ordering::Relaxed) {
+            // Every 16th block stays; the rest are freed.
+            let mut i = 0;
+            blocks.retain(|_| {
+                i += 1;
+                i % 16 == 0
+            });
+        }
+        self.kept.push(blocks);
+        Ok(output)
+    }
+}
+
+/// What each cleanup after a task returned, in task order, from the report's marks.
+fn returned_after_tasks(report: &Report) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut after_task = false;
+    for mark in &report.marks {
+        match &mark.event {
+            Event::TaskEnd { .. } => after_task = true,
+            Event::Cleanup { returned } if after_task => {
+                out.push(*returned);
+                after_task = false;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Silero loaded once, then 3 VAD tasks through [`Fragmenting`], profiled.
+fn heap_run(free: bool) -> Report {
+    FREE_BLOCKS.store(free, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixtures::write_audio(dir.path(), "noise.wav", &AudioSpec::noise(2.0, 5)).unwrap();
+    let mut adapters: AdapterRegistry = masp_models::registry();
+    adapters.register(ModelKind::Vad, fragmenting_vad);
+    let profiler = MemoryProfiler::start(ProfilerConfig::default()).unwrap();
+    let mut orch = SequentialOrchestrator::builder(
+        Budget::new(BudgetConfig::default().with_limit(LIMIT)),
+        Registry::builtin(),
+        adapters,
+    )
+    .with_profiler(profiler.handle())
+    .build()
+    .unwrap();
+    let task = AudioTask {
+        label: "vad noise.wav".into(),
+        model: MODEL.into(),
+        input,
+        params: TaskParams::Vad(VadParams::default()),
+    };
+    for _ in 0..3 {
+        orch.process_task(&task).unwrap();
+    }
+    let report = profiler.stop().report();
+    drop(orch);
+    report
+}
+
+/// The cleanup after each task gives freed heap back: a task that frees 60 of the 64 MiB it
+/// allocated in small blocks, leaving a fragmented heap, is followed by a cleanup that returns
+/// at least half of what it freed (50–56 of 60 MiB here). The contrast: a task that keeps its blocks gets (almost)
+/// nothing back from the same cleanup.
+#[test]
+fn the_cleanup_after_a_task_gives_the_freed_heap_back() {
+    if !in_fresh_process("the_cleanup_after_a_task_gives_the_freed_heap_back") {
+        return;
+    }
+    let freed = Bytes::new((ALLOCATED_PER_TASK / 16 * 15) as u64);
+    let returned = returned_after_tasks(&heap_run(true));
+    println!("freeing tasks: the cleanups returned {returned:?} of {freed} each");
+    assert_eq!(returned.len(), 3, "a cleanup after every task");
+    for (i, r) in returned.iter().enumerate() {
+        assert!(
+            r.get() * 2 >= freed.get(),
+            "the cleanup after task {} returned {r} of the {freed} the task freed: the \
+             allocator trim (masp_budget::trim::release_freed_memory) did not give the freed \
+             heap back to the system",
+            i + 1
+        );
+    }
+    let kept = returned_after_tasks(&heap_run(false));
+    println!("keeping tasks: the cleanups returned {kept:?}");
+    assert_eq!(kept.len(), 3);
+    for r in &kept {
+        assert!(
+            r.get() * 10 < freed.get(),
+            "nothing freed, yet {r} returned"
+        );
+    }
 }
