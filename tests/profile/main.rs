@@ -81,7 +81,7 @@ fn leaking_framework() -> MinimalTestFramework {
     MinimalTestFramework::builtin(LIMIT).with_adapters(adapters)
 }
 
-fn model_summary<'r>(result: &'r SuiteResult) -> &'r masp_profiler::ModelSummary {
+fn model_summary(result: &SuiteResult) -> &masp_profiler::ModelSummary {
     let report = result
         .report
         .as_ref()
