@@ -29,7 +29,11 @@ pub fn in_fresh_process_with(name: &str, env: &[(&str, &str)]) -> bool {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("{text}");
+    // Indented, so that the child's `test result:` line is not counted as a second run of the
+    // test by `cargo xtask test`'s summary.
+    for line in text.lines() {
+        println!("  child | {line}");
+    }
     assert!(out.status.success(), "child process for {name} failed");
     assert!(text.contains("1 passed"), "child ran no test: {text}");
     false

@@ -457,7 +457,16 @@ fn the_cleanup_after_a_task_gives_the_freed_heap_back() {
     }
     let freed = Bytes::new((ALLOCATED_PER_TASK / 16 * 15) as u64);
     let returned = returned_after_tasks(&heap_run(true));
-    println!("freeing tasks: the cleanups returned {returned:?} of {freed} each");
+    let list = |v: &[Bytes]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "freeing tasks: the cleanups returned {} of {freed} each",
+        list(&returned)
+    );
     assert_eq!(returned.len(), 3, "a cleanup after every task");
     for (i, r) in returned.iter().enumerate() {
         assert!(
@@ -469,7 +478,7 @@ fn the_cleanup_after_a_task_gives_the_freed_heap_back() {
         );
     }
     let kept = returned_after_tasks(&heap_run(false));
-    println!("keeping tasks: the cleanups returned {kept:?}");
+    println!("keeping tasks: the cleanups returned {}", list(&kept));
     assert_eq!(kept.len(), 3);
     for r in &kept {
         assert!(

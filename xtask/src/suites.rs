@@ -88,18 +88,76 @@ fn disk_line() -> String {
     }
 }
 
+/// Tests counted from the `test result: ok. N passed; M failed; K ignored; …` lines a step's
+/// test binaries print (each binary and the doc tests print one).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds the counts of `line` if it is a libtest summary line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        let count = |what: &str| {
+            rest.split(';')
+                .find_map(|part| {
+                    part.trim()
+                        .strip_suffix(what)?
+                        .trim()
+                        .rsplit(' ')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        self.passed += count("passed");
+        self.failed += count("failed");
+        self.ignored += count("ignored");
+    }
+
+    fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+}
+
+/// Runs `command` with its stdout passed through line by line (stderr untouched), counting
+/// the tests it reports. Returns whether it succeeded.
+fn run_counting(command: &mut Command, counts: &mut TestCounts) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(mut child) = command.stdout(std::process::Stdio::piped()).spawn() else {
+        return false;
+    };
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout().lock();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            counts.add_line(&line);
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    child.wait().map(|st| st.success()).unwrap_or(false)
+}
+
 /// Run steps in order (all of them, even after a failure, so one run shows every problem) and
-/// end with the `N passed, N failed` line.
+/// end with the `N passed, N failed` line and each step's test counts.
 fn run_steps(suite: &str, steps: Vec<Step>) -> Result<()> {
     let mut failed = Vec::new();
     let total = steps.len();
     let free_disk = std::env::var(FREE_DISK_VAR).is_ok_and(|v| v == "1");
     println!("{}", disk_line());
     let started = std::time::Instant::now();
+    let mut tested: Vec<(&str, TestCounts)> = Vec::new();
     for mut s in steps {
         println!("\n==> {suite}: {}", s.name);
         let step_started = std::time::Instant::now();
-        let ok = s.command.status().map(|st| st.success()).unwrap_or(false);
+        let mut counts = TestCounts::default();
+        let ok = run_counting(&mut s.command, &mut counts);
         // CI has a time limit: each step's share shows where the time goes.
         println!(
             "{suite}: {} {} in {:.0} s",
@@ -110,11 +168,31 @@ fn run_steps(suite: &str, steps: Vec<Step>) -> Result<()> {
         if !ok {
             failed.push(s.name);
         }
+        if !counts.is_empty() {
+            tested.push((s.name, counts));
+        }
         if let Some(scratch) = s.scratch.as_ref().filter(|_| free_disk) {
             // A failure to remove it only costs disk, which the next line reports.
             let _ = std::fs::remove_dir_all(scratch);
         }
         println!("{}", disk_line());
+    }
+    if !tested.is_empty() {
+        println!("\n{suite}: tests per step (each test runs in one step only)");
+        let mut sum = TestCounts::default();
+        for (name, c) in &tested {
+            println!(
+                "  {:>5} passed {:>3} failed {:>3} ignored  {name}",
+                c.passed, c.failed, c.ignored
+            );
+            sum.passed += c.passed;
+            sum.failed += c.failed;
+            sum.ignored += c.ignored;
+        }
+        println!(
+            "  {:>5} passed {:>3} failed {:>3} ignored  in all",
+            sum.passed, sum.failed, sum.ignored
+        );
     }
     println!(
         "\n{suite}: {} passed, {} failed, {:.1} min",
@@ -675,4 +753,31 @@ pub fn test_faults() -> Result<()> {
     );
     s.command.env("MASP_KILLS", "20");
     run_steps("test-faults", vec![s])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn test_counts_are_read_from_libtest_summary_lines() {
+        let mut c = TestCounts::default();
+        c.add_line(
+            "test result: ok. 27 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; \
+             finished in 20.15s",
+        );
+        c.add_line(
+            "test result: FAILED. 5 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("  child | test result: ok. 1 passed; 0 failed; 0 ignored");
+        c.add_line("running 6 tests");
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 32,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
 }
