@@ -89,7 +89,7 @@ impl Session {
             worker: WorkerConfig::new(masp_orchestrator::worker::default_program()),
             ..OrchestratorConfig::default()
         };
-        crate::progress::init_logs(common.verbose);
+        crate::logs::init_logs(common.verbose);
         let progress = crate::progress::Progress::new(common.quiet, budget.effective_limit());
         let follow = progress.clone();
         let orchestrator =
@@ -99,7 +99,7 @@ impl Session {
                 .with_config(config)
                 .build()?
                 .with_event_sink(Box::new(move |event| {
-                    crate::progress::log_event(event);
+                    crate::logs::log_event(event);
                     follow.event(event);
                 }));
         Ok(Self {

@@ -9,6 +9,7 @@ mod diarize;
 mod doctor;
 mod embed;
 mod flags;
+mod logs;
 mod model_files;
 mod models;
 mod pipeline;
