@@ -15,63 +15,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use masp_budget::Bytes;
 use masp_model_registry::manifest::Isolation;
-use masp_orchestrator::runtime::MAX_INTRA_OP_THREADS;
 use serde::Deserialize;
 
 use crate::flags::Common;
-
-/// Where a value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// masp's default.
-    Default,
-    /// The `[defaults]` table of this file.
-    File(PathBuf),
-    /// This pipeline file.
-    Pipeline(PathBuf),
-    /// This environment variable.
-    Env(&'static str),
-    /// A command-line flag.
-    Flag(&'static str),
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Default => f.write_str("default"),
-            Source::File(p) => write!(f, "{} [defaults]", p.display()),
-            Source::Pipeline(p) => write!(f, "pipeline {}", p.display()),
-            Source::Env(v) => write!(f, "environment {v}"),
-            Source::Flag(flag) => write!(f, "flag {flag}"),
-        }
-    }
-}
-
-/// A value and its source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting<T> {
-    pub value: T,
-    pub source: Source,
-}
-
-impl<T> Setting<T> {
-    fn default(value: T) -> Self {
-        Self {
-            value,
-            source: Source::Default,
-        }
-    }
-
-    /// Replace the value when `next` has one.
-    fn over(&mut self, next: Option<T>, source: Source) {
-        if let Some(value) = next {
-            *self = Setting { value, source };
-        }
-    }
-}
+use crate::setting::{CountCheck, env_var, positive, threads};
+use crate::setting::{Setting, Source};
 
 /// The `[defaults]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -99,30 +50,6 @@ pub struct Settings {
     pub max_resident: Setting<usize>,
     /// The default output format's name, when configured (each command checks it).
     pub format: Setting<Option<String>>,
-}
-
-fn positive(name: &str, n: usize) -> anyhow::Result<usize> {
-    if n == 0 {
-        bail!("{name} must be at least 1");
-    }
-    Ok(n)
-}
-
-/// How a count from any source is checked: its source's name and the value.
-type CountCheck = fn(&str, usize) -> anyhow::Result<usize>;
-
-/// A thread count from any source: 1 to [`MAX_INTRA_OP_THREADS`] (each thread costs memory no
-/// estimate counts; see there).
-fn threads(name: &str, n: usize) -> anyhow::Result<usize> {
-    let n = positive(name, n)?;
-    if n > MAX_INTRA_OP_THREADS {
-        bail!(
-            "{name} {n} is over the limit of {MAX_INTRA_OP_THREADS} threads per model (this \
-             machine has {} cores)",
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        );
-    }
-    Ok(n)
 }
 
 impl Settings {
@@ -293,10 +220,6 @@ impl Settings {
     ) -> anyhow::Result<Self> {
         Self::resolve_with(common, None, env)
     }
-}
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// The configuration file's `[defaults]`, and the rest of it (the models) for the registry.

@@ -2,8 +2,9 @@
 
 use clap::Args;
 
-use crate::config::{Settings, Source};
+use crate::config::Settings;
 use crate::flags::Common;
+use crate::setting::Source;
 
 /// Flags of `masp config`.
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod models;
 mod pipeline;
 mod progress;
 mod report;
+mod setting;
 mod shard;
 mod vad;
 mod version;
