@@ -1247,6 +1247,33 @@ fn cli_writes_files_only_through_the_libraries() {
     );
 }
 
+/// Most lines of code (blank lines, comments and test modules aside) a module of the binary
+/// may have: the binary is flags, settings, progress and printing, and a command module that
+/// grows past this is doing a library's job.
+const MAX_CLI_MODULE_LINES: usize = 300;
+
+#[test]
+fn cli_modules_stay_small() {
+    let src = root().join("crates/cli/src");
+    let mut problems = Vec::new();
+    for path in rust_files(&src) {
+        let code = library_code(&read(&path));
+        let lines = code.lines().filter(|l| !l.trim().is_empty()).count();
+        if lines > MAX_CLI_MODULE_LINES {
+            problems.push(format!(
+                "{}: {lines} lines of code (at most {MAX_CLI_MODULE_LINES})",
+                rel(&path)
+            ));
+        }
+    }
+    report(
+        "crates/cli/src has a module over the size of a command's shell",
+        &problems,
+        "move the logic into the library it belongs to (masp-run, masp-models, ...) or split \
+         the module by the job each part does",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // f2. Results and caches are written durably, through one helper (issue #20, class 7).
 // ---------------------------------------------------------------------------------------------
