@@ -18,6 +18,7 @@
 #[path = "../memory/fresh.rs"]
 mod fresh;
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -26,7 +27,7 @@ use masp_budget::{Budget, BudgetConfig, Bytes};
 use masp_model_registry::manifest::{ModelKind, ModelSpec, Registry};
 use masp_models::adapters::VadAdapter;
 use masp_models::vad::VadParams;
-use masp_orchestrator::adapter::{AdapterRegistry, ModelAdapter, TaskContext};
+use masp_orchestrator::adapter::{AdapterConstructor, AdapterRegistry, ModelAdapter, TaskContext};
 use masp_orchestrator::runtime::{Admitted, SessionOptions};
 use masp_orchestrator::task::{TaskOutput, TaskParams};
 use masp_orchestrator::{AudioTask, Error, Result, SequentialOrchestrator};
@@ -178,27 +179,34 @@ fn cleanup_effectiveness_below_the_threshold_fails_the_suite() {
 /// Bytes each task of the growing run keeps, touched, until the model is unloaded.
 static GROWTH_PER_TASK: AtomicUsize = AtomicUsize::new(0);
 
-/// masp's VAD adapter, keeping [`GROWTH_PER_TASK`] more bytes alive after every task: memory
-/// that grows steadily while the model stays resident, as a cache without a bound would.
-#[derive(Debug)]
-struct Hoarding {
-    inner: Box<dyn ModelAdapter>,
-    kept: Vec<Vec<u8>>,
+/// What a [`VadThen`] adapter does after each of masp's VAD tasks: the blocks it returns stay
+/// alive, touched, until the model is unloaded.
+trait AfterTask: std::fmt::Debug + Send + 'static {
+    fn after_task() -> Vec<Box<[u8]>>;
 }
 
-fn hoarding_vad(
+/// masp's VAD adapter, then [`AfterTask::after_task`] after every task.
+#[derive(Debug)]
+struct VadThen<A> {
+    inner: Box<dyn ModelAdapter>,
+    kept: Vec<Vec<Box<[u8]>>>,
+    _after: PhantomData<A>,
+}
+
+fn vad_then<A: AfterTask>(
     admitted: &Admitted<'_>,
     spec: &ModelSpec,
     path: &Path,
     options: SessionOptions,
 ) -> Result<Box<dyn ModelAdapter>> {
-    Ok(Box::new(Hoarding {
+    Ok(Box::new(VadThen::<A> {
         inner: VadAdapter::load(admitted, spec, path, options)?,
         kept: Vec::new(),
+        _after: PhantomData,
     }))
 }
 
-impl ModelAdapter for Hoarding {
+impl<A: AfterTask> ModelAdapter for VadThen<A> {
     fn reset(&mut self) {
         self.inner.reset();
     }
@@ -210,10 +218,46 @@ impl ModelAdapter for Hoarding {
         ctx: &mut TaskContext<'_>,
     ) -> Result<TaskOutput> {
         let output = self.inner.run(input, params, ctx)?;
-        // Non-zero bytes, so every page is written and resident.
-        self.kept
-            .push(vec![0xA5; GROWTH_PER_TASK.load(Ordering::Relaxed)]);
+        self.kept.push(A::after_task());
         Ok(output)
+    }
+}
+
+/// Silero loaded through `constructor` under a profiler started first, and a VAD task on
+/// `input`.
+fn profiled_vad(
+    constructor: AdapterConstructor,
+    input: PathBuf,
+) -> (MemoryProfiler, SequentialOrchestrator, AudioTask) {
+    let mut adapters: AdapterRegistry = masp_models::registry();
+    adapters.register(ModelKind::Vad, constructor);
+    let profiler = MemoryProfiler::start(ProfilerConfig::default()).unwrap();
+    let orch = SequentialOrchestrator::builder(
+        Budget::new(BudgetConfig::default().with_limit(LIMIT)),
+        Registry::builtin(),
+        adapters,
+    )
+    .with_profiler(profiler.handle())
+    .build()
+    .unwrap();
+    let task = AudioTask {
+        label: "vad noise.wav".into(),
+        model: MODEL.into(),
+        input,
+        params: TaskParams::Vad(VadParams::default()),
+    };
+    (profiler, orch, task)
+}
+
+/// Keeps [`GROWTH_PER_TASK`] more bytes after every task: memory that grows steadily while the
+/// model stays resident, as a cache without a bound would.
+#[derive(Debug)]
+struct Hoard;
+
+impl AfterTask for Hoard {
+    fn after_task() -> Vec<Box<[u8]>> {
+        // Non-zero bytes, so every page is written and resident.
+        vec![vec![0xA5; GROWTH_PER_TASK.load(Ordering::Relaxed)].into_boxed_slice()]
     }
 }
 
@@ -225,26 +269,10 @@ fn vad_run(growth: usize) -> (Report, f64) {
     GROWTH_PER_TASK.store(growth, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let input = fixtures::write_audio(dir.path(), "noise.wav", &AudioSpec::noise(6.0, 3)).unwrap();
-    let mut adapters: AdapterRegistry = masp_models::registry();
-    adapters.register(ModelKind::Vad, hoarding_vad);
-    let profiler = MemoryProfiler::start(ProfilerConfig::default()).unwrap();
     let started = Instant::now();
-    let mut orch = SequentialOrchestrator::builder(
-        Budget::new(BudgetConfig::default().with_limit(LIMIT)),
-        Registry::builtin(),
-        adapters,
-    )
-    .with_profiler(profiler.handle())
-    .build()
-    .unwrap();
+    let (profiler, mut orch, task) = profiled_vad(vad_then::<Hoard>, input);
     orch.load_model(MODEL).unwrap();
     let loaded_at = started.elapsed().as_secs_f64();
-    let task = AudioTask {
-        label: "vad noise.wav".into(),
-        model: MODEL.into(),
-        input: input.clone(),
-        params: TaskParams::Vad(VadParams::default()),
-    };
     let tasks_started = Instant::now();
     for _ in 0..TASKS {
         orch.process_task(&task).unwrap();
@@ -254,7 +282,6 @@ fn vad_run(growth: usize) -> (Report, f64) {
     drop(orch);
     // Judge the trend over the tasks alone: the load before them is a step, not a trend.
     profile.trend_window_s = (profile.duration_s - loaded_at).max(0.0);
-    let _: PathBuf = input;
     (profile.report(), tasks_s)
 }
 
@@ -347,42 +374,17 @@ const ALLOCATED_PER_TASK: usize = 64 << 20;
 /// Small enough to come from the heap (under the 256 KiB mmap threshold masp pins), large
 /// enough to skip the allocator's per-thread caches.
 const BLOCK: usize = 4 << 10;
-/// Whether [`Fragmenting`] frees its blocks (true) or keeps them (the contrast).
+/// Whether [`Fragment`] frees its blocks (true) or keeps them (the contrast).
 static FREE_BLOCKS: AtomicBool = AtomicBool::new(true);
 
-/// masp's VAD adapter, then 64 MiB in 4 KiB blocks of which one in 16 stays: the freed runs
-/// between them cannot join the heap's top, so only an allocator trim gives their pages back
-/// (a fragmented heap, as a task's many small buffers leave one).
+/// 64 MiB in 4 KiB blocks after every task, of which one in 16 stays: the freed runs between
+/// them cannot join the heap's top, so only an allocator trim gives their pages back (a
+/// fragmented heap, as a task's many small buffers leave one).
 #[derive(Debug)]
-struct Fragmenting {
-    inner: Box<dyn ModelAdapter>,
-    kept: Vec<Vec<Box<[u8]>>>,
-}
+struct Fragment;
 
-fn fragmenting_vad(
-    admitted: &Admitted<'_>,
-    spec: &ModelSpec,
-    path: &Path,
-    options: SessionOptions,
-) -> Result<Box<dyn ModelAdapter>> {
-    Ok(Box::new(Fragmenting {
-        inner: VadAdapter::load(admitted, spec, path, options)?,
-        kept: Vec::new(),
-    }))
-}
-
-impl ModelAdapter for Fragmenting {
-    fn reset(&mut self) {
-        self.inner.reset();
-    }
-
-    fn run(
-        &mut self,
-        input: &Path,
-        params: &TaskParams,
-        ctx: &mut TaskContext<'_>,
-    ) -> Result<TaskOutput> {
-        let output = self.inner.run(input, params, ctx)?;
+impl AfterTask for Fragment {
+    fn after_task() -> Vec<Box<[u8]>> {
         let mut blocks: Vec<Box<[u8]>> = (0..ALLOCATED_PER_TASK / BLOCK)
             .map(|_| vec![0x5A; BLOCK].into_boxed_slice())
             .collect();
@@ -394,8 +396,7 @@ impl ModelAdapter for Fragmenting {
                 i % 16 == 0
             });
         }
-        self.kept.push(blocks);
-        Ok(output)
+        blocks
     }
 }
 
@@ -416,28 +417,12 @@ fn returned_after_tasks(report: &Report) -> Vec<Bytes> {
     out
 }
 
-/// Silero loaded once, then 3 VAD tasks through [`Fragmenting`], profiled.
+/// Silero loaded once, then 3 VAD tasks through [`VadThen<Fragment>`], profiled.
 fn heap_run(free: bool) -> Report {
     FREE_BLOCKS.store(free, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let input = fixtures::write_audio(dir.path(), "noise.wav", &AudioSpec::noise(2.0, 5)).unwrap();
-    let mut adapters: AdapterRegistry = masp_models::registry();
-    adapters.register(ModelKind::Vad, fragmenting_vad);
-    let profiler = MemoryProfiler::start(ProfilerConfig::default()).unwrap();
-    let mut orch = SequentialOrchestrator::builder(
-        Budget::new(BudgetConfig::default().with_limit(LIMIT)),
-        Registry::builtin(),
-        adapters,
-    )
-    .with_profiler(profiler.handle())
-    .build()
-    .unwrap();
-    let task = AudioTask {
-        label: "vad noise.wav".into(),
-        model: MODEL.into(),
-        input,
-        params: TaskParams::Vad(VadParams::default()),
-    };
+    let (profiler, mut orch, task) = profiled_vad(vad_then::<Fragment>, input);
     for _ in 0..3 {
         orch.process_task(&task).unwrap();
     }

@@ -609,24 +609,34 @@ pub fn test_report() -> Result<()> {
     Ok(())
 }
 
+/// One of `masp-tests`' suite targets, optimised, one test at a time: memory figures must not
+/// mix. With `nocapture`, each test's own table is printed.
+fn release_suite(name: &'static str, target: &str, nocapture: bool) -> Step {
+    let mut args = vec![
+        "test",
+        "--release",
+        "--quiet",
+        "-p",
+        "masp-tests",
+        "--test",
+        target,
+        "--",
+        "--test-threads=1",
+    ];
+    if nocapture {
+        args.push("--nocapture");
+    }
+    step(name, &args)
+}
+
 /// The model and orchestration suites, one test at a time: memory figures must not mix.
 fn sequential_steps() -> Vec<Step> {
     vec![
-        step(
+        // Each suite prints its table, ending with `N passed, N failed`.
+        release_suite(
             "model and orchestration suites (MinimalTestFramework, sequential)",
-            &[
-                "test",
-                "--release",
-                "--quiet",
-                "-p",
-                "masp-tests",
-                "--test",
-                "suites",
-                "--",
-                "--test-threads=1",
-                // Each suite prints its table, ending with `N passed, N failed`.
-                "--nocapture",
-            ],
+            "suites",
+            true,
         ),
         step(
             "orchestration suite with masp's models (sequential)",
@@ -659,38 +669,19 @@ fn sequential_steps() -> Vec<Step> {
 
 /// The profiler's verdicts on real runs (`tests/profile`), each test in a fresh process.
 fn profile_steps() -> Vec<Step> {
-    vec![step(
+    vec![release_suite(
         "profiler verdicts on real runs (release, one at a time)",
-        &[
-            "test",
-            "--release",
-            "--quiet",
-            "-p",
-            "masp-tests",
-            "--test",
-            "profile",
-            "--",
-            "--test-threads=1",
-            "--nocapture",
-        ],
+        "profile",
+        true,
     )]
 }
 
 /// GiB-sized models under tight budgets, optimised build, one test at a time.
 fn memory_steps() -> Vec<Step> {
-    vec![step(
+    vec![release_suite(
         "memory suite (release, one at a time)",
-        &[
-            "test",
-            "--release",
-            "--quiet",
-            "-p",
-            "masp-tests",
-            "--test",
-            "memory",
-            "--",
-            "--test-threads=1",
-        ],
+        "memory",
+        false,
     )]
 }
 
