@@ -5,10 +5,15 @@
 //! The orchestrator knows this trait, not the models: the adapters masp ships live in
 //! `masp-models`, and a downstream crate can register its own. Adapters call
 //! [`TaskContext::check`] between chunks; that is where the orchestrator cancels a task whose
-//! memory crosses the budget.
+//! memory crosses the budget. Within a chunk, an adapter runs its session with
+//! [`TaskContext::run_options`], which the [`watchdog`](crate::watchdog) terminates when RSS
+//! crosses the limit mid-call.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+
+use ort::session::RunOptions;
 
 use masp_model_registry::manifest::{ModelKind, ModelSpec};
 
@@ -16,10 +21,12 @@ use crate::runtime::{Admitted, SessionOptions};
 use crate::task::{TaskOutput, TaskParams};
 use crate::{Error, Result};
 
-/// Between-chunk control of a running task: the chunk size to use and the cancellation check.
+/// Control of a running task: the chunk size to use, the cancellation check between chunks, and
+/// the run options every model call of the task passes to ONNX Runtime.
 pub struct TaskContext<'a> {
     chunk_samples: usize,
     check: &'a mut dyn FnMut(u64) -> Result<()>,
+    run_options: Option<Arc<RunOptions>>,
 }
 
 impl std::fmt::Debug for TaskContext<'_> {
@@ -37,7 +44,24 @@ impl<'a> TaskContext<'a> {
         Self {
             chunk_samples: chunk_samples.max(1),
             check,
+            run_options: None,
         }
+    }
+
+    /// The run options the task's model calls pass to ONNX Runtime
+    /// (`Session::run_with_options`): the orchestrator's watchdog terminates them when RSS
+    /// crosses the limit during a call.
+    #[must_use]
+    pub fn with_run_options(mut self, run_options: Arc<RunOptions>) -> Self {
+        self.run_options = Some(run_options);
+        self
+    }
+
+    /// The run options to pass to every model call of this task, when the caller watches its
+    /// calls (the orchestrator always does). An adapter that runs a session without them cannot
+    /// be stopped mid-call.
+    pub fn run_options(&self) -> Option<&Arc<RunOptions>> {
+        self.run_options.as_ref()
     }
 
     /// Samples per chunk the orchestrator chose (from budget headroom and calibration).

@@ -94,11 +94,22 @@ impl SequentialOrchestrator {
                     }
                 },
             };
+            // At the chunk the task will run with: the default, or smaller where the calibrated
+            // working memory at the default does not fit beside the model.
             let working = self
                 .prepare(name)
                 .map(|p| {
-                    p.estimate
-                        .working_for((self.config().chunk_s * 16_000.0) as u64)
+                    let sample_rate_hz = self
+                        .registry()
+                        .get(name)
+                        .map_or(16_000, |spec| spec.sample_rate_hz);
+                    let snapshot = self.budget().snapshot();
+                    let room = snapshot
+                        .limit
+                        .saturating_sub(snapshot.baseline)
+                        .saturating_sub(p.estimate.resident.max(p.external_weight_bytes));
+                    let chunk = self.chunk_fitting(&p.estimate, sample_rate_hz, room);
+                    p.estimate.working_for(chunk as u64)
                 })
                 .unwrap_or_default();
             let depends_on: Vec<TaskId> = bt.depends_on.iter().map(|&d| TaskId(d)).collect();
@@ -190,7 +201,8 @@ impl SequentialOrchestrator {
                 RejectReason::BlockedBy(t) => {
                     format!("depends on {}, which cannot run", tasks[t.0].task.label)
                 }
-                other => other.to_string(),
+                // The plan names the model (the reason alone has only its index).
+                RejectReason::ModelTooLarge { .. } => plan.explain(rejected),
             };
             let flow = on_done(
                 i,

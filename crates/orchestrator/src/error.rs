@@ -118,6 +118,30 @@ pub enum Error {
         /// The effective budget.
         limit: Bytes,
     },
+    /// The watchdog saw RSS cross the limit during a model call and stopped the call.
+    #[error(
+        "task {task}: the watchdog stopped {model} at RSS {rss} (peak {peak}), over the {limit} limit, running a chunk of {chunk_samples} samples"
+    )]
+    Terminated {
+        /// Task label.
+        task: String,
+        /// Model name.
+        model: String,
+        /// The first RSS sample over the limit.
+        rss: Bytes,
+        /// The highest RSS sampled before the call ended.
+        peak: Bytes,
+        /// The limit.
+        limit: Bytes,
+        /// The chunk the call was running.
+        chunk_samples: usize,
+    },
+    /// The memory watchdog's thread could not be started.
+    #[error("cannot start the memory watchdog: {reason}")]
+    Watchdog {
+        /// The OS's reason.
+        reason: String,
+    },
     /// A task could not be run within the budget even after degrading; it was skipped.
     #[error("task {task} skipped: {reason}{}", if steps.is_empty() { String::new() } else { format!(" (after: {})", steps.join("; ")) })]
     TaskSkipped {

@@ -75,6 +75,7 @@ pub mod orchestrator;
 pub mod plan;
 pub mod runtime;
 pub mod task;
+pub mod watchdog;
 pub mod worker;
 
 pub use error::{Error, Result};

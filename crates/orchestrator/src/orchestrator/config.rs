@@ -54,6 +54,12 @@ pub struct OrchestratorConfig {
     /// [`SequentialOrchestrator::events`]: super::SequentialOrchestrator::events
     /// [`SequentialOrchestrator::stats`]: super::SequentialOrchestrator::stats
     pub record_events: bool,
+    /// How often the memory watchdog reads RSS while a task runs; it stops a model call as soon
+    /// as RSS crosses the limit ([`crate::watchdog`]). Default
+    /// [`DEFAULT_INTERVAL`](crate::watchdog::DEFAULT_INTERVAL) (2 ms). `None` turns it off,
+    /// leaving only the checks between chunks: for measuring what it costs and what it
+    /// prevents, not for use.
+    pub watchdog: Option<Duration>,
     /// Where lean copies of models marked `lean = true` are written. Default `None`: `lean/`
     /// in the asset cache.
     pub lean_dir: Option<PathBuf>,
@@ -71,6 +77,7 @@ impl Default for OrchestratorConfig {
             isolation: Isolation::InProcess,
             worker: WorkerConfig::new(crate::worker::default_program()),
             record_events: false,
+            watchdog: Some(crate::watchdog::DEFAULT_INTERVAL),
             lean_dir: None,
         }
     }

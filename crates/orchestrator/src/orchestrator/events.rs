@@ -82,6 +82,24 @@ pub enum RunEvent {
         /// Chunk size used.
         chunk_samples: usize,
     },
+    /// The watchdog saw RSS cross the limit during a model call and told the runtime to stop
+    /// the call (it stops at the next graph node).
+    WatchdogFired {
+        /// Task label.
+        task: String,
+        /// Model name.
+        model: String,
+        /// The first RSS sample over the limit.
+        rss: Bytes,
+        /// The highest RSS sampled before the call ended.
+        peak: Bytes,
+        /// The limit.
+        limit: Bytes,
+        /// How long RSS stayed over the limit, in ms (first to last sample over it).
+        over_ms: f64,
+        /// Chunk size of the call.
+        chunk_samples: usize,
+    },
     /// A task was cancelled and retried with less memory.
     Degraded {
         /// Task label.
@@ -142,6 +160,8 @@ pub struct ModelStats {
     pub tasks_failed: u64,
     /// Degradation steps taken.
     pub degradations: u64,
+    /// Model calls the watchdog stopped.
+    pub watchdog_stops: u64,
     /// Largest measured task working memory.
     pub working_peak_max: Bytes,
 }

@@ -6,7 +6,8 @@
 //! load). A model whose estimate cannot fit even alone is refused before ONNX Runtime sees it.
 //! Every unload drops the session, trims the allocator, and checks that resident memory came
 //! back; a shortfall is recorded as a suspected leak. While a task runs, the RSS is checked
-//! between chunks (and the profiler's watch fires when it crosses the budget): the task is
+//! between chunks, and within a model call by the [`watchdog`](crate::watchdog), which stops the
+//! call when RSS crosses the limit: the task is
 //! cancelled, and retried down a degradation ladder — smaller chunks, then one intra-op thread —
 //! before it is skipped with a typed error. The batch goes on either way.
 //!
@@ -42,6 +43,7 @@ pub use model::Prepared;
 use crate::Result;
 use crate::adapter::AdapterRegistry;
 use crate::runtime::Runtime;
+use crate::watchdog::Watchdog;
 use model::Resident;
 
 /// Builds a [`SequentialOrchestrator`]: [`SequentialOrchestrator::builder`], optional parts
@@ -111,6 +113,8 @@ pub struct SequentialOrchestrator {
     thread_override: Vec<(String, usize)>,
     /// Highest RSS of any one worker process (its kernel high-water mark).
     worker_peak: Bytes,
+    /// Stops a model call whose RSS crosses the limit ([`OrchestratorConfig::watchdog`]).
+    watchdog: Option<Watchdog>,
 }
 
 impl std::fmt::Debug for SequentialOrchestrator {
@@ -145,6 +149,14 @@ impl SequentialOrchestrator {
 
     fn from_builder(b: OrchestratorBuilder) -> Result<Self> {
         let runtime = Runtime::get()?;
+        let watchdog = b
+            .config
+            .watchdog
+            .map(Watchdog::start)
+            .transpose()
+            .map_err(|e| crate::Error::Watchdog {
+                reason: e.to_string(),
+            })?;
         b.budget.measure_baseline();
         Ok(Self {
             runtime,
@@ -163,6 +175,7 @@ impl SequentialOrchestrator {
             peak_rss: probe::process_peak_rss().unwrap_or_default(),
             thread_override: Vec::new(),
             worker_peak: Bytes::ZERO,
+            watchdog,
         })
     }
 
@@ -216,7 +229,9 @@ impl SequentialOrchestrator {
             | RunEvent::LeanCopyWritten { model, .. }
             | RunEvent::TaskDone { model, .. }
             | RunEvent::TaskFailed { model, .. } => model.as_str(),
-            RunEvent::Degraded { model, .. } => model.as_str(),
+            RunEvent::Degraded { model, .. } | RunEvent::WatchdogFired { model, .. } => {
+                model.as_str()
+            }
         };
         // One entry per model, created once: no allocation per event in the steady state.
         if !self.stats.contains_key(model) {
@@ -261,6 +276,7 @@ impl SequentialOrchestrator {
                     stats.working_peak_max = stats.working_peak_max.max(*working_peak);
                 }
                 RunEvent::Degraded { .. } => stats.degradations += 1,
+                RunEvent::WatchdogFired { .. } => stats.watchdog_stops += 1,
                 RunEvent::TaskFailed { .. } => stats.tasks_failed += 1,
             }
         }

@@ -1,10 +1,15 @@
-//! Running a task: load its model, run it in chunks under the budget's watch, and when it
-//! crosses the budget retry it down the degradation ladder (smaller chunks, then one intra-op
+//! Running a task: load its model, run it in chunks under the budget's watch (between chunks,
+//! and within each call by the watchdog), and when it crosses the budget retry it down the
+//! degradation ladder (smaller chunks, then one intra-op
 //! thread); a worker that crashed or hit its cap is retried in a new worker.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use ort::session::RunOptions;
+
 use masp_budget::{Bytes, probe};
+use masp_model_registry::estimate::MemoryEstimate;
 use masp_profiler::Event;
 
 use super::SequentialOrchestrator;
@@ -14,6 +19,7 @@ use super::measure::rss;
 use super::model::Resident;
 use crate::adapter::TaskContext;
 use crate::task::TaskOutput;
+use crate::watchdog::WatchGuard;
 use crate::worker::WorkerFailure;
 use crate::{Error, Result};
 
@@ -69,8 +75,19 @@ impl SequentialOrchestrator {
                 *chunk.get_or_insert_with(|| self.chunk_for(&self.resident[index], sample_rate_hz));
             match self.run_once(index, task, chunk_samples) {
                 Ok(output) => return Ok(output),
-                Err(Error::Cancelled { rss, limit, .. }) => {
-                    let cancelled = format!("RSS {rss} crossed the {limit} budget");
+                Err(e @ (Error::Cancelled { .. } | Error::Terminated { .. })) => {
+                    let cancelled = match e {
+                        Error::Terminated {
+                            rss, peak, limit, ..
+                        } => format!(
+                            "the watchdog stopped the call at RSS {rss} (peak {peak}), over the \
+                             {limit} limit"
+                        ),
+                        Error::Cancelled { rss, limit, .. } => {
+                            format!("RSS {rss} crossed the {limit} budget")
+                        }
+                        _ => e.to_string(),
+                    };
                     let threads = self.resident.get(index).map_or(1, |r| r.threads);
                     // Unload before anything else: the runtime's arenas keep what the task took.
                     self.unload_at(index, "cancel");
@@ -196,6 +213,12 @@ impl SequentialOrchestrator {
             }
             Err(e) => return Err(e.into()),
         };
+        // Every model call of the task runs with these: the watchdog terminates them when RSS
+        // crosses the limit mid-call.
+        let run_options = Arc::new(RunOptions::new().map_err(|e| Error::Inference {
+            model: task.model.clone(),
+            reason: e.to_string(),
+        })?);
         self.profiler.mark(Event::task_start(&task.label));
         self.peak_rss = self.peak_rss();
         probe::reset_peak_rss();
@@ -220,8 +243,26 @@ impl SequentialOrchestrator {
         };
         let started = Instant::now();
         let model = &mut self.resident[index];
+        // In process, the watchdog stops the call itself. A worker's call runs in another
+        // process, which these run options do not reach: there the worker's cap and the checks
+        // between chunks hold the limit.
+        let guard = match (&self.watchdog, model.adapter.worker()) {
+            (Some(dog), None) => {
+                let options = Arc::clone(&run_options);
+                Some(dog.arm(
+                    limit,
+                    Vec::new(),
+                    Box::new(move || {
+                        // Fails only if the runtime is gone, and then nothing runs.
+                        let _ = options.terminate();
+                    }),
+                ))
+            }
+            _ => None,
+        };
         model.adapter.reset();
-        let mut ctx = TaskContext::new(chunk_samples, &mut check);
+        let mut ctx =
+            TaskContext::new(chunk_samples, &mut check).with_run_options(Arc::clone(&run_options));
         let result = match model.adapter.run(&task.input, &task.params, &mut ctx) {
             // The runtime could not get memory: that is the budget's business, not a model bug.
             Err(Error::Inference { reason, .. })
@@ -234,6 +275,21 @@ impl SequentialOrchestrator {
                 })
             }
             other => other,
+        };
+        let watched = guard.map(WatchGuard::finish);
+        let trip = watched.and_then(|w| w.trip.map(|t| (t, w)));
+        // A call the watchdog stopped fails with the runtime's "terminate flag" error, or with
+        // the check after it: either way, it is the watchdog's figures that say why.
+        let result = match (trip, result) {
+            (Some((trip, watched)), Err(_)) => Err(Error::Terminated {
+                task: task.label.clone(),
+                model: task.model.clone(),
+                rss: trip.rss,
+                peak: watched.peak,
+                limit,
+                chunk_samples,
+            }),
+            (_, result) => result,
         };
         let ms = started.elapsed().as_secs_f64() * 1e3;
         if let Some(peak) = model
@@ -260,6 +316,21 @@ impl SequentialOrchestrator {
         self.profiler.mark(Event::task_end(&task.label));
         drop(reservation);
         self.cleanup();
+        if let Some((trip, watched)) = trip {
+            self.profiler.note(&format!(
+                "{}: watchdog stopped {} at {}",
+                task.label, task.model, trip.rss
+            ));
+            self.record(RunEvent::WatchdogFired {
+                task: task.label.clone(),
+                model: task.model.clone(),
+                rss: trip.rss,
+                peak: watched.peak,
+                limit,
+                over_ms: watched.over_for.as_secs_f64() * 1e3,
+                chunk_samples,
+            });
+        }
         if result.is_ok() {
             self.record(RunEvent::TaskDone {
                 task: task.label.clone(),
@@ -275,13 +346,30 @@ impl SequentialOrchestrator {
     /// Samples per chunk for `task` on its (resident) model: the configured default, reduced so
     /// the calibrated working memory fits the budget's headroom.
     fn chunk_for(&self, model: &Resident, sample_rate_hz: u32) -> usize {
+        self.chunk_fitting(
+            &model.estimate,
+            sample_rate_hz,
+            self.budget.snapshot().headroom(),
+        )
+    }
+
+    /// The largest chunk, from the configured default down to 512 samples, whose working memory
+    /// by `estimate` fits in `room` (at 80% of it, for noise); 512 when none does, and the
+    /// default when the estimate has no per-sample figure. The planner costs a task at this
+    /// chunk too, so a model whose calibrated working memory at the default chunk would not
+    /// fit is planned in smaller chunks, not skipped.
+    pub(crate) fn chunk_fitting(
+        &self,
+        estimate: &MemoryEstimate,
+        sample_rate_hz: u32,
+        room: Bytes,
+    ) -> usize {
         let default = (self.config.chunk_s * f64::from(sample_rate_hz)).max(512.0) as usize;
-        let per_sample = model.estimate.working_per_sample;
+        let per_sample = estimate.working_per_sample;
         if per_sample <= 0.0 {
             return default;
         }
-        let headroom = self.budget.snapshot().headroom();
-        let room = headroom.saturating_sub(model.estimate.working_fixed).get() as f64;
+        let room = room.saturating_sub(estimate.working_fixed).get() as f64;
         let fits = (room / per_sample * 0.8) as usize;
         fits.clamp(512, default)
     }
