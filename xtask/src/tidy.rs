@@ -907,6 +907,40 @@ fn allocator_calls_only_in_budget_trim() {
     );
 }
 
+/// Every model call in masp-models passes the task's run options, so the watchdog can stop it:
+/// `crate::call::run`, never `Session::run` directly. The int8 calibration (`quantize`) runs
+/// outside any task, under its own reservation, and is the one exception.
+#[test]
+fn model_calls_pass_the_tasks_run_options() {
+    let src = root().join("crates/models/src");
+    let exempt = [src.join("call.rs"), src.join("quantize.rs")];
+    let mut problems = Vec::new();
+    let mut calls = 0;
+    for path in rust_files(&src) {
+        let code = library_code(&read(&path));
+        calls += code.matches("call::run(").count();
+        if exempt.contains(&path) {
+            continue;
+        }
+        for needle in [".run(ort::inputs!", ".run(inputs", "session.run("] {
+            for (at, _) in code.match_indices(needle) {
+                problems.push(format!("{}:{}: `{needle}`", rel(&path), line_of(&code, at)));
+            }
+        }
+    }
+    report(
+        "model calls without the task's run options",
+        &problems,
+        "run the session through crate::call::run with the model's CallOptions (set from \
+         TaskContext::run_options), so the watchdog can terminate the call",
+    );
+    // The check reads the right files: silero (2), the embedder and the generic adapter.
+    assert!(
+        calls >= 4,
+        "only {calls} `call::run(` in crates/models/src: update this test"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // d. No module cycles inside a library crate.
 // ---------------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@
 //! memory stays bounded for long audio.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use masp_audio::features::{LogMel, LogMelConfig, MelWindower};
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use masp_orchestrator::runtime::{Admitted, SessionOptions};
@@ -52,6 +53,8 @@ const FEATURE_CHUNK_SAMPLES: usize = 16_000;
 pub struct SpeakerEmbedder {
     name: String,
     session: Session,
+    /// Passed to every call ([`SpeakerEmbedder::set_run_options`]).
+    run_options: crate::call::CallOptions,
     max_batch_windows: usize,
     logmel: LogMel,
     windower: MelWindower,
@@ -84,12 +87,19 @@ impl SpeakerEmbedder {
         Ok(Self {
             name: name.to_string(),
             session,
+            run_options: crate::call::CallOptions::default(),
             max_batch_windows: DEFAULT_MAX_BATCH_WINDOWS,
             logmel,
             windower: MelWindower::voicefilter(),
             frames: Vec::new(),
             windows: Vec::new(),
         })
+    }
+
+    /// Pass `options` to every model call from now on (`None`: no options), so whoever holds
+    /// them can terminate a call in flight (the orchestrator's watchdog does).
+    pub fn set_run_options(&mut self, options: Option<Arc<RunOptions>>) {
+        self.run_options = crate::call::CallOptions::new(options);
     }
 
     /// At most `max_batch_windows` windows per model call (default
@@ -138,7 +148,13 @@ impl SpeakerEmbedder {
         }
         let mut out = Vec::with_capacity(n);
         for batch in windows.chunks(self.max_batch_windows * WINDOW_VALUES) {
-            run_batch(&mut self.session, &self.name, batch, &mut out)?;
+            run_batch(
+                &mut self.session,
+                &self.run_options,
+                &self.name,
+                batch,
+                &mut out,
+            )?;
         }
         Ok(out)
     }
@@ -237,6 +253,7 @@ impl SpeakerEmbedder {
             let take = (self.windows.len() - done).min(batch_values);
             run_batch(
                 &mut self.session,
+                &self.run_options,
                 &self.name,
                 &self.windows[done..done + take],
                 out,
@@ -312,6 +329,7 @@ fn normalised(v: &[f64; EMBEDDING_DIM]) -> Embedding {
 /// one normalised embedding per window.
 fn run_batch(
     session: &mut Session,
+    options: &crate::call::CallOptions,
     name: &str,
     windows: &[f32],
     out: &mut Vec<Embedding>,
@@ -323,8 +341,7 @@ fn run_batch(
     };
     let input = TensorRef::from_array_view(([n, WINDOW_FRAMES, N_MELS], windows))
         .map_err(|e| infer(e.to_string()))?;
-    let outputs = session
-        .run(ort::inputs!["mel_window" => input])
+    let outputs = crate::call::run(session, ort::inputs!["mel_window" => input], options)
         .map_err(|e| infer(e.to_string()))?;
     let embedding = outputs
         .get("embedding")

@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 pub mod adapters;
+mod call;
 pub mod embedder;
 pub mod npy;
 pub mod quantize;

@@ -12,7 +12,9 @@
 
 use std::path::Path;
 
-use ort::session::Session;
+use std::sync::Arc;
+
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use masp_orchestrator::runtime::{Admitted, SessionOptions};
@@ -31,6 +33,8 @@ const STATE_LEN: usize = 2 * 128;
 pub struct SileroVad {
     name: String,
     session: Session,
+    /// Passed to every call ([`SileroVad::set_run_options`]).
+    run_options: crate::call::CallOptions,
     /// Context followed by the current frame; reused for every call.
     input: Vec<f32>,
     state: Vec<f32>,
@@ -119,11 +123,18 @@ impl SileroVad {
         Ok(Self {
             name: name.to_string(),
             session,
+            run_options: crate::call::CallOptions::default(),
             input: vec![0.0; CONTEXT_SAMPLES + FRAME_SAMPLES],
             state: vec![0.0; STATE_LEN],
             sr: [i64::from(SAMPLE_RATE_HZ)],
             sequence,
         })
+    }
+
+    /// Pass `options` to every model call from now on (`None`: no options), so whoever holds
+    /// them can terminate a call in flight (the orchestrator's watchdog does).
+    pub fn set_run_options(&mut self, options: Option<Arc<RunOptions>>) {
+        self.run_options = crate::call::CallOptions::new(options);
     }
 
     /// Whether the sequence interface (many frames per call) was loaded.
@@ -171,13 +182,15 @@ impl SileroVad {
         let input = TensorRef::from_array_view(([n_frames, row], &seq.rows[..])).map_err(infer)?;
         let h = TensorRef::from_array_view(([1usize, 1, 128], &seq.h[..])).map_err(infer)?;
         let c = TensorRef::from_array_view(([1usize, 1, 128], &seq.c[..])).map_err(infer)?;
-        let outputs = self
-            .session
-            .run(ort::inputs!["input" => input, "h" => h, "c" => c])
-            .map_err(|e| Error::Inference {
-                model: name.clone(),
-                reason: e.to_string(),
-            })?;
+        let outputs = crate::call::run(
+            &mut self.session,
+            ort::inputs!["input" => input, "h" => h, "c" => c],
+            &self.run_options,
+        )
+        .map_err(|e| Error::Inference {
+            model: name.clone(),
+            reason: e.to_string(),
+        })?;
         let bad = |what: String| Error::Inference {
             model: name.clone(),
             reason: format!("unexpected output: {what}"),
@@ -239,13 +252,15 @@ impl SileroVad {
         let state =
             TensorRef::from_array_view(([2usize, 1, 128], &self.state[..])).map_err(infer)?;
         let sr = TensorRef::from_array_view(((), &self.sr[..])).map_err(infer)?;
-        let outputs = self
-            .session
-            .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
-            .map_err(|e| Error::Inference {
-                model: self.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let outputs = crate::call::run(
+            &mut self.session,
+            ort::inputs!["input" => input, "state" => state, "sr" => sr],
+            &self.run_options,
+        )
+        .map_err(|e| Error::Inference {
+            model: self.name.clone(),
+            reason: e.to_string(),
+        })?;
         let bad = |what: &str| Error::Inference {
             model: self.name.clone(),
             reason: format!("unexpected output: {what}"),

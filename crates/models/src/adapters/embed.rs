@@ -180,6 +180,7 @@ impl ModelAdapter for EmbedAdapter {
             }
             None => None,
         };
+        self.embedder.set_run_options(ctx.run_options().cloned());
         if let Some(ranges) = ranges {
             return self.run_ranges(input, ranges, writer, ctx);
         }

@@ -19,6 +19,8 @@ use crate::npy::NpyWriter;
 pub struct GenericAdapter {
     name: String,
     session: Session,
+    /// The running task's ([`TaskContext::run_options`]), passed to every call.
+    run_options: crate::call::CallOptions,
     spec: GenericSpec,
     sample_rate_hz: u32,
 }
@@ -63,6 +65,7 @@ impl GenericAdapter {
         Ok(Box::new(Self {
             name: spec.name.clone(),
             session,
+            run_options: crate::call::CallOptions::default(),
             spec: generic,
             sample_rate_hz: spec.sample_rate_hz,
         }))
@@ -86,13 +89,15 @@ impl GenericAdapter {
             reason: e.to_string(),
         };
         let input = TensorRef::from_array_view(([1usize, window.len()], window)).map_err(infer)?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.spec.input.as_str() => input])
-            .map_err(|e| Error::Inference {
-                model: self.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let outputs = crate::call::run(
+            &mut self.session,
+            ort::inputs![self.spec.input.as_str() => input],
+            &self.run_options,
+        )
+        .map_err(|e| Error::Inference {
+            model: self.name.clone(),
+            reason: e.to_string(),
+        })?;
         for (name, value) in outputs.iter() {
             if !self.spec.outputs.is_empty() && !self.spec.outputs.iter().any(|o| o == name) {
                 continue;
@@ -177,6 +182,7 @@ impl ModelAdapter for GenericAdapter {
             path: output_dir.to_path_buf(),
             reason: e.to_string(),
         })?;
+        self.run_options = crate::call::CallOptions::new(ctx.run_options().cloned());
         let (window, hop) = self.window_and_hop(ctx.chunk_samples());
         let mut stream =
             ChunkStream::open(input, StreamOptions::new(self.sample_rate_hz, hop.max(1)))?;
