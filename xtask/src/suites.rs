@@ -676,13 +676,27 @@ fn profile_steps() -> Vec<Step> {
     )]
 }
 
-/// GiB-sized models under tight budgets, optimised build, one test at a time.
+/// GiB-sized models under tight budgets, optimised build, one test at a time; and the `masp`
+/// binary's watchdog against a model call past its budget, observed from outside (the debug
+/// build the unit tests made: the memory is ONNX Runtime's).
 fn memory_steps() -> Vec<Step> {
-    vec![release_suite(
-        "memory suite (release, one at a time)",
-        "memory",
-        false,
-    )]
+    vec![
+        release_suite("memory suite (release, one at a time)", "memory", false),
+        step(
+            "memory watchdog in the masp binary (one at a time)",
+            &[
+                "test",
+                "--quiet",
+                "-p",
+                "masp-cli",
+                "--test",
+                "watchdog",
+                "--",
+                "--test-threads=1",
+                "--nocapture",
+            ],
+        ),
+    ]
 }
 
 pub fn test_sequential() -> Result<()> {

@@ -14,6 +14,10 @@ use masp_profiler::{MemoryProfiler, ProfilerConfig, ProfilerHandle};
 
 use crate::flags::Common;
 
+/// Set to `1` to run without the memory watchdog: for the tests that show the overshoot it
+/// prevents, never for use (nothing then stops a model call that crosses the budget).
+pub const NO_WATCHDOG_VAR: &str = "MASP_TEST_NO_WATCHDOG";
+
 /// A running session of masp: orchestrator plus, when asked, the profiler.
 pub struct Session {
     pub orchestrator: SequentialOrchestrator,
@@ -87,6 +91,12 @@ impl Session {
             isolation: settings.isolation.value,
             // This binary is the worker: `masp worker`.
             worker: WorkerConfig::new(masp_orchestrator::worker::default_program()),
+            // Test-only: the tests that measure what the watchdog prevents turn it off here.
+            watchdog: if crate::setting::env_var(NO_WATCHDOG_VAR).as_deref() == Some("1") {
+                None
+            } else {
+                OrchestratorConfig::default().watchdog
+            },
             ..OrchestratorConfig::default()
         };
         crate::logs::init_logs(common.verbose);

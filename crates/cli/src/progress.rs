@@ -25,6 +25,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct Progress {
     enabled: bool,
+    quiet: bool,
     limit: Bytes,
     shared: Arc<Mutex<Shared>>,
 }
@@ -43,6 +44,7 @@ impl Progress {
     pub fn new(quiet: bool, limit: Bytes) -> Self {
         Self {
             enabled: !quiet && std::io::stderr().is_terminal(),
+            quiet,
             limit,
             shared: Arc::default(),
         }
@@ -52,8 +54,27 @@ impl Progress {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Follow an orchestrator event (which model is in memory).
+    /// Follow an orchestrator event (which model is in memory), and say on stderr, unless
+    /// `--quiet`, when the watchdog stopped a model call: the budget was crossed, however
+    /// briefly, and the task goes on with less memory.
     pub fn event(&self, event: &RunEvent) {
+        if let RunEvent::WatchdogFired {
+            task,
+            model,
+            rss,
+            peak,
+            limit,
+            over_ms,
+            chunk_samples,
+        } = event
+            && !self.quiet
+        {
+            eprintln!(
+                "masp: {task}: the watchdog stopped {model} mid-call at RSS {rss}, over the \
+                 {limit} limit (peak {peak}, {over_ms:.0} ms over it, chunk of {chunk_samples} \
+                 samples); retrying with less memory"
+            );
+        }
         let mut shared = self.lock();
         match event {
             RunEvent::Loaded {

@@ -307,6 +307,127 @@ pub fn activation_model(dir: &Path, spec: ActivationModel) -> Result<PathBuf> {
     })
 }
 
+/// Parameters of [`growing_model`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GrowingModel {
+    /// Nodes in the chain, each allocating its own tensor; 1 to 1024.
+    pub nodes: u32,
+    /// Bytes each node's tensor takes per input sample: node `i` outputs `T · F · 4` bytes
+    /// for `T` input samples, with `F` = this / 4 (at least 1 float).
+    pub bytes_per_sample_per_node: u64,
+    /// File stem of the model (`<name>.onnx`); letters, digits, `-`, `_`, `.`.
+    pub name: String,
+}
+
+impl GrowingModel {
+    /// `F`: float32 values each node keeps per input sample.
+    #[must_use]
+    pub fn features(&self) -> u64 {
+        (self.bytes_per_sample_per_node / 4).max(1)
+    }
+
+    /// What one node allocates for an input of `samples` samples.
+    #[must_use]
+    pub fn node_bytes(&self, samples: u64) -> u64 {
+        samples * self.features() * 4
+    }
+
+    /// What a call on `samples` samples holds at once at its peak: every node's tensor, alive
+    /// until the last node, plus that node's output.
+    #[must_use]
+    pub fn peak_bytes(&self, samples: u64) -> u64 {
+        (u64::from(self.nodes) + 1) * self.node_bytes(samples)
+    }
+}
+
+/// Writes a model whose memory grows node by node with its input's length, as a deep network's
+/// activations do: input `x [1, T]` float (`T` symbolic), `column = reshape(x, [T, 1])`, then
+/// `nodes` independent nodes `h_i = column · w_i` (`w_i [1, F]` filled with `i + 1`, so no two
+/// are alike and none can be merged), each `[T, F]` and all alive until the last node sums
+/// them: `y [1, T] = Σ_F Σ_i h_i = x · F · n(n+1)/2`. A call thus allocates one `T · F · 4`-byte
+/// tensor per node, one node after the other, and ONNX Runtime can be stopped between any two
+/// of them.
+///
+/// # Errors
+/// [`Error::InvalidSpec`] for a bad name, no nodes or more than 1024, or more than 1 GiB per
+/// sample per node; [`Error::Io`].
+///
+/// # Examples
+///
+/// ```
+/// use masp_testkit::synthetic::{GrowingModel, growing_model};
+///
+/// let dir = tempfile::tempdir()?;
+/// let spec = GrowingModel { nodes: 4, bytes_per_sample_per_node: 64, name: "grow".into() };
+/// assert_eq!(spec.peak_bytes(1000), 5 * 1000 * 64);
+/// let meta = masp_model_registry::onnx::OnnxMetadata::read(&growing_model(dir.path(), spec)?)?;
+/// assert_eq!(meta.inputs[0].name, "x");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn growing_model(dir: &Path, spec: GrowingModel) -> Result<PathBuf> {
+    const GENERATOR: &str = "growing_model";
+    check_name(GENERATOR, &spec.name)?;
+    if spec.nodes == 0 || spec.nodes > 1024 {
+        return Err(invalid(
+            GENERATOR,
+            format!("{} nodes: 1 to 1024", spec.nodes),
+        ));
+    }
+    if spec.bytes_per_sample_per_node > 1 << 30 {
+        return Err(invalid(
+            GENERATOR,
+            "more than 1 GiB per input sample per node".into(),
+        ));
+    }
+    let features = spec.features();
+    let file_name = format!("{}.onnx", spec.name);
+    let params = format!("{}|{features}|{}", spec.nodes, spec.name);
+    cache::cached(dir, "growing", &params, &file_name, |tmp| {
+        let mut nodes = vec![node("Reshape", &["x", "column_shape"], &["column"], vec![])];
+        let mut initializer = vec![
+            int64_tensor("column_shape", &[-1, 1]),
+            int64_tensor("feature_axis", &[1]),
+            int64_tensor("row_shape", &[1, -1]),
+        ];
+        let names: Vec<(String, String)> = (0..spec.nodes)
+            .map(|i| (format!("w{i}"), format!("h{i}")))
+            .collect();
+        for (i, (weight, out)) in names.iter().enumerate() {
+            let value = (i + 1) as f32;
+            let raw: Vec<u8> = std::iter::repeat_n(value.to_le_bytes(), features as usize)
+                .flatten()
+                .collect();
+            initializer.push(TensorProto {
+                name: weight.clone(),
+                dims: vec![1, features as i64],
+                data_type: DataType::Float as i32,
+                raw_data: Bytes::from(raw),
+                ..Default::default()
+            });
+            nodes.push(node("MatMul", &["column", weight], &[out], vec![]));
+        }
+        let outs: Vec<&str> = names.iter().map(|(_, out)| out.as_str()).collect();
+        nodes.push(node("Sum", &outs, &["total"], vec![]));
+        nodes.push(node(
+            "ReduceSum",
+            &["total", "feature_axis"],
+            &["sums"],
+            vec![int_attribute("keepdims", 0)],
+        ));
+        nodes.push(node("Reshape", &["sums", "row_shape"], &["y"], vec![]));
+        let graph = GraphProto {
+            name: spec.name.clone(),
+            node: nodes,
+            initializer,
+            input: vec![value_info("x", &[Dim::Fixed(1), Dim::Symbolic("T")])],
+            output: vec![value_info("y", &[Dim::Fixed(1), Dim::Symbolic("T")])],
+            ..Default::default()
+        };
+        write_model(&tmp.join(&file_name), &model(graph))?;
+        Ok(())
+    })
+}
+
 /// Writes `faulty.onnx`: a well-formed ONNX file (it passes
 /// [`OnnxMetadata::read`](masp_model_registry::onnx::OnnxMetadata::read)) that ONNX Runtime
 /// rejects when creating a session, because its only node reads a value nothing defines.

@@ -1,0 +1,221 @@
+//! The memory watchdog as a user meets it (issue #17): a model call whose memory grows node by
+//! node past `--budget` is stopped mid-call, the task goes on in smaller chunks and completes,
+//! and stderr says what happened; without the watchdog, the same call overshoots. An observer
+//! outside the `masp` process samples its RSS every millisecond.
+//!
+//! Not part of a plain `cargo test` (its figures must not mix with other tests' load): `cargo
+//! xtask test-memory` runs it, one test at a time.
+// A test fails by panicking; helpers here unwrap what a correct setup guarantees.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use masp_testkit::fixtures::{self, AudioSpec};
+use masp_testkit::synthetic::{self, GrowingModel};
+
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 1 << 30;
+/// 48 nodes of 8 KiB per sample: 31.25 MiB per node for a 2 s chunk, ~1.5 GiB for the call.
+const MODEL: fn() -> GrowingModel = || GrowingModel {
+    nodes: 48,
+    bytes_per_sample_per_node: 1024,
+    name: "grow".into(),
+};
+/// The default chunk, 2 s at 16 kHz.
+const CHUNK: u64 = 32_000;
+
+/// What the observer saw of one run.
+struct Observed {
+    code: Option<i32>,
+    stderr: String,
+    /// Highest RSS sampled.
+    peak: u64,
+    /// Longest stretch of consecutive samples over [`LIMIT`].
+    longest_over: Duration,
+    samples: usize,
+}
+
+/// The RSS of `pid` from `/proc/PID/statm` (resident pages), once it runs `masp`.
+fn rss(pid: u32, page: u64) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
+}
+
+fn observe(dir: &Path, home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Observed {
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(dir)
+        .args(args)
+        .env("MASP_HOME", home)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stderr = child.stderr.take().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let started = Instant::now();
+    let (mut peak, mut samples) = (0, 0);
+    let mut over_since: Option<Instant> = None;
+    let mut longest_over = Duration::ZERO;
+    let mut is_masp = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        // Before its exec the child is a copy of this test: not counted.
+        is_masp = is_masp
+            || std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|e| e.file_name().is_some_and(|n| n == "masp"));
+        if is_masp && let Some(now) = rss(pid, page) {
+            samples += 1;
+            peak = peak.max(now);
+            if now > LIMIT {
+                let since = *over_since.get_or_insert_with(Instant::now);
+                longest_over = longest_over.max(since.elapsed());
+            } else {
+                over_since = None;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "masp {args:?} still running after 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    Observed {
+        code: status.code(),
+        stderr: drain.join().unwrap(),
+        peak,
+        longest_over,
+        samples,
+    }
+}
+
+/// A working directory with the model in `masp.toml`, a pipeline of it and 6 s of noise; and a
+/// private asset cache sharing the real one's runtime (so calibration starts empty).
+fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let generated = synthetic::growing_model(&synthetic::cache_dir(), MODEL()).unwrap();
+    std::fs::copy(&generated, p.join("grow.onnx")).unwrap();
+    std::fs::write(
+        p.join("masp.toml"),
+        "[[model]]\nname = \"grow\"\nkind = \"generic\"\npath = \"grow.onnx\"\n\
+         [model.generic]\ninput = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("pipeline.toml"), "[[stage]]\nmodel = \"grow\"\n").unwrap();
+    fixtures::write_audio(p, "a.wav", &AudioSpec::noise(6.0, 7)).unwrap();
+    let real = masp_model_registry::assets::masp_home().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(real.join("runtime"), home.path().join("runtime")).unwrap();
+    (dir, home)
+}
+
+const RUN: &[&str] = &[
+    "run",
+    "-vv",
+    "--pipeline",
+    "pipeline.toml",
+    "--out",
+    "out",
+    "--budget",
+    "1GiB",
+    "--no-resume",
+    "a.wav",
+];
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+fn describe(seen: &Observed) -> String {
+    format!(
+        "exit {:?}, peak {:.1} MiB ({:+.1} MiB over the 1 GiB limit), longest over it {:.1?}, \
+         {} samples\nstderr:\n{}",
+        seen.code,
+        mib(seen.peak),
+        mib(seen.peak) - mib(LIMIT),
+        seen.longest_over,
+        seen.samples,
+        seen.stderr
+    )
+}
+
+#[test]
+fn a_call_past_the_budget_is_stopped_mid_call_then_planned_smaller() {
+    let (dir, home) = setup();
+    let node = MODEL().node_bytes(CHUNK);
+    let seen = observe(dir.path(), home.path(), RUN, &[]);
+    let text = describe(&seen);
+    println!("watchdog on, first run: {text}");
+    assert_eq!(seen.code, Some(0), "{text}");
+    assert!(
+        seen.stderr
+            .lines()
+            .any(|l| l.contains("the watchdog stopped grow mid-call") && l.contains("1 GiB")),
+        "{text}"
+    );
+    assert!(
+        seen.stderr.contains("smaller chunks"),
+        "the task degrades: {text}"
+    );
+    assert!(
+        seen.peak <= LIMIT + node + 32 * MIB,
+        "over the limit by more than one node ({:.1} MiB) + 32 MiB: {text}",
+        mib(node)
+    );
+    // Generous for a loaded machine: measured at tens of ms on a quiet one.
+    assert!(seen.longest_over <= Duration::from_millis(500), "{text}");
+    assert!(
+        std::fs::read_dir(dir.path().join("out/grow")).is_ok_and(|mut d| d.next().is_some()),
+        "the task's output: {text}"
+    );
+
+    // Calibrated by the first run: the second picks a chunk that fits before it starts.
+    let again = observe(dir.path(), home.path(), RUN, &[]);
+    let text = describe(&again);
+    println!("watchdog on, second run: {text}");
+    assert_eq!(again.code, Some(0), "{text}");
+    assert!(!again.stderr.contains("watchdog stopped"), "{text}");
+    assert!(!again.stderr.contains("smaller chunks"), "{text}");
+    assert!(again.peak <= LIMIT, "{text}");
+    // `-vv` names the chunk each task ran with: smaller than the default, chosen up front.
+    let chunk: u64 = again
+        .stderr
+        .lines()
+        .find_map(|l| {
+            let (before, _) = l.split_once("-sample chunks")?;
+            before.rsplit(['(', ' ']).next()?.parse().ok()
+        })
+        .expect("a task line with its chunk");
+    assert!(chunk < CHUNK, "chunk {chunk}: {text}");
+}
+
+#[test]
+fn without_the_watchdog_the_same_call_overshoots() {
+    let (dir, home) = setup();
+    let node = MODEL().node_bytes(CHUNK);
+    let seen = observe(
+        dir.path(),
+        home.path(),
+        RUN,
+        &[("MASP_TEST_NO_WATCHDOG", "1")],
+    );
+    let text = describe(&seen);
+    println!("watchdog off: {text}");
+    // Caught only between chunks: the whole call's memory, far past the limit.
+    assert!(seen.peak > LIMIT + 4 * node, "{text}");
+    assert!(!seen.stderr.contains("watchdog stopped"), "{text}");
+}
