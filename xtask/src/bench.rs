@@ -17,10 +17,12 @@ use masp_models::vad::{SpeechSegment, frame_agreement};
 
 use crate::suites::{cargo, ensure_setup, workspace_root};
 
-/// A finished child: wall time and its peak RSS (from wait4).
+/// A finished child: wall time, its peak RSS and CPU time (from wait4).
 struct Measured {
     wall_s: f64,
     peak_rss_bytes: u64,
+    /// User plus system CPU seconds, all threads.
+    cpu_s: f64,
     stdout: String,
 }
 
@@ -44,9 +46,11 @@ fn measure(cmd: &mut Command) -> Result<Measured> {
     if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("benchmark command failed: {cmd:?}");
     }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measured {
         wall_s,
         peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         stdout,
     })
 }
@@ -280,6 +284,74 @@ fn isolation(
         ));
     }
     Ok(rows)
+}
+
+/// The memory watchdog's cost: VAD over 60 minutes with it and without it (the test-only
+/// `MASP_TEST_NO_WATCHDOG=1`), alternated five times, best wall time of each; the CPU it costs
+/// is the difference in the runs' CPU time (user + system, every thread).
+fn watchdog(
+    masp: &Path,
+    hour: &Path,
+    _batch: &[PathBuf],
+    _dir: &Path,
+    results: &mut serde_json::Map<String, Value>,
+) -> Result<Rows> {
+    let mut best: [Option<Measured>; 2] = [None, None];
+    for _round in 0..5 {
+        for (i, off) in [false, true].into_iter().enumerate() {
+            let mut cmd = Command::new(masp);
+            cmd.args(["vad", "--format", "csv"]).arg(hour);
+            if off {
+                cmd.env("MASP_TEST_NO_WATCHDOG", "1");
+            }
+            let m = measure(&mut cmd)?;
+            println!(
+                "  VAD 60 min, watchdog {}: {:.2} s, {:.2} s CPU, peak {:.1} MiB",
+                if off { "off" } else { "on" },
+                m.wall_s,
+                m.cpu_s,
+                mib(m.peak_rss_bytes)
+            );
+            if best[i].as_ref().is_none_or(|b| m.wall_s < b.wall_s) {
+                best[i] = Some(m);
+            }
+        }
+    }
+    let [Some(on), Some(off)] = best else {
+        bail!("no runs");
+    };
+    if on.stdout != off.stdout {
+        bail!("the watchdog changed masp vad's output");
+    }
+    let cpu_share = (on.cpu_s - off.cpu_s) / on.wall_s * 100.0;
+    results.insert(
+        "watchdog_vad_60_min".into(),
+        json!({
+            "on_wall_s": on.wall_s,
+            "off_wall_s": off.wall_s,
+            "on_cpu_s": on.cpu_s,
+            "off_cpu_s": off.cpu_s,
+            "on_peak_mib": mib(on.peak_rss_bytes),
+            "off_peak_mib": mib(off.peak_rss_bytes),
+        }),
+    );
+    Ok(vec![
+        (
+            "VAD 60 min: watchdog on / off wall time".to_owned(),
+            format!("{:.3}×", ratio(on.wall_s, off.wall_s)),
+            "≤ 1.01×".to_owned(),
+        ),
+        (
+            "VAD 60 min: the watchdog's CPU (on − off, share of one core)".to_owned(),
+            format!("{:.2} s ({cpu_share:.2}%)", on.cpu_s - off.cpu_s),
+            "—".to_owned(),
+        ),
+    ])
+}
+
+/// `cargo xtask bench watchdog`: only the watchdog's cost.
+pub fn watchdog_only() -> Result<()> {
+    section_only("watchdog", watchdog)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -863,6 +935,8 @@ pub fn run() -> Result<()> {
         .collect();
     rows.extend(throughput_rows);
     rows.extend(isolation(&masp, &hour, &batch, &dir, &mut results)?);
+    println!("watchdog: VAD with the memory watchdog on and off");
+    rows.extend(watchdog(&masp, &hour, &batch, &dir, &mut results)?);
     println!("shards: one process vs --shard 0/2 and 1/2 in parallel");
     rows.extend(shards(&masp, &batch, &dir, &mut results)?);
     let mut md = String::from("| measure | measured | target |\n|---|---|---|\n");

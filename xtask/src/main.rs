@@ -28,6 +28,7 @@ tasks:
   bench             side-by-side benchmarks (release; Python references in a virtualenv)
   bench isolation   only the in-process vs --isolation process comparison
   bench shards      only one process vs two --shard processes in parallel
+  bench watchdog    only masp vad with the memory watchdog on and off
   bench throughput  only the int8 model and the 20-file batch on one and two cores
 ";
 
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         "test-downstream" => suites::test_downstream(),
         "bench" if rest.first().is_some_and(|a| a == "isolation") => bench::isolation_only(),
         "bench" if rest.first().is_some_and(|a| a == "shards") => bench::shards_only(),
+        "bench" if rest.first().is_some_and(|a| a == "watchdog") => bench::watchdog_only(),
         "bench" if rest.first().is_some_and(|a| a == "throughput") => bench::throughput_only(),
         "bench" => bench::run(),
         "help" | "--help" | "-h" => {
