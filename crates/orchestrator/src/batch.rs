@@ -215,6 +215,8 @@ impl SequentialOrchestrator {
             summary.stopped |= flow.is_break();
         }
         let loads_before: u64 = self.stats().values().map(|s| s.loads).sum();
+        let mut overshoots: std::collections::BTreeMap<String, String> =
+            std::collections::BTreeMap::new();
         for step in &plan.steps {
             if summary.stopped {
                 break;
@@ -222,7 +224,11 @@ impl SequentialOrchestrator {
             match *step {
                 Step::Load(ModelId(m)) => {
                     // A failed load fails its tasks when they come up (process_task reloads).
-                    let _ = self.load_model(&models[m]);
+                    // A load that crossed the limit is calibrated, so the reload is refused
+                    // before loading: its tasks say what happened first.
+                    if let Err(e @ Error::LoadOvershoot { .. }) = self.load_model(&models[m]) {
+                        overshoots.insert(models[m].clone(), e.to_string());
+                    }
                 }
                 Step::Unload(ModelId(m)) => {
                     self.unload_model(&models[m]);
@@ -239,6 +245,14 @@ impl SequentialOrchestrator {
                             steps: Vec::new(),
                         }),
                         None => self.process_task(&tasks[i].task),
+                    };
+                    let result = match (result, overshoots.get(&tasks[i].task.model)) {
+                        (Err(e), Some(first)) => Err(Error::TaskSkipped {
+                            task: tasks[i].task.label.clone(),
+                            reason: format!("{first}; then {e}"),
+                            steps: Vec::new(),
+                        }),
+                        (result, _) => result,
                     };
                     if result.is_ok() {
                         summary.succeeded += 1;

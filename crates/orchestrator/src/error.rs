@@ -91,6 +91,26 @@ pub enum Error {
         /// The effective budget.
         limit: Bytes,
     },
+    /// A load went over the limit while the session was created (its estimate was too low):
+    /// the model was unloaded again, and the measurement calibrated, so the next attempt is
+    /// refused before loading.
+    #[error(
+        "model {model} peaked at {peak} while loading, {over} over the {limit} limit; its estimate was {estimate} ({estimate_source})"
+    )]
+    LoadOvershoot {
+        /// Model name.
+        model: String,
+        /// The process's RSS at the load's peak (its workers' included).
+        peak: Bytes,
+        /// `peak` above `limit`.
+        over: Bytes,
+        /// The effective budget.
+        limit: Bytes,
+        /// The load-peak estimate it was admitted with.
+        estimate: Bytes,
+        /// Where that estimate came from.
+        estimate_source: EstimateSource,
+    },
     /// The budget had room but the machine did not, even after evicting and waiting.
     #[error(
         "cannot load {model}: it needs {requested} but the system has {available} available \

@@ -69,6 +69,16 @@ pub enum RunEvent {
         /// The error.
         reason: String,
     },
+    /// A load measured more than twice the `memory` its manifest entry gives: the override
+    /// is wrong (the measurement is calibrated and wins from now on).
+    OverrideExceeded {
+        /// Model name.
+        model: String,
+        /// The manifest's `memory`.
+        stated: Bytes,
+        /// The load peak measured.
+        measured: Bytes,
+    },
     /// A task finished.
     TaskDone {
         /// Task label.

@@ -22,6 +22,8 @@ struct Loaded {
     threads: usize,
     /// This process's RSS before the load: what the unload is checked against.
     rss_before: Bytes,
+    /// The RSS of this process at the load's peak, plus the worker's peak when it ran in one.
+    process_peak: Bytes,
     load_ms: f64,
     /// Whether the session was the first of its process (for calibration).
     first_in_process: bool,
@@ -130,11 +132,16 @@ impl SequentialOrchestrator {
                 (peak.saturating_sub(rss_before), resident, resident)
             }
         };
+        let process_peak = match worker {
+            Some(w) => rss_before.saturating_add(w.load.peak),
+            None => peak,
+        };
         let loaded = Loaded {
             adapter,
             worker,
             threads,
             rss_before,
+            process_peak,
             load_ms,
             first_in_process,
             measured_peak,
@@ -202,6 +209,7 @@ impl SequentialOrchestrator {
             worker,
             threads,
             rss_before,
+            process_peak,
             load_ms,
             first_in_process,
             measured_peak,
@@ -209,6 +217,7 @@ impl SequentialOrchestrator {
             whole,
         } = loaded;
         let name = prepared.spec.name.clone();
+        // Calibrated at once, so the next estimate knows, whatever happens below.
         self.calibration.record_load(
             &prepared.key,
             prepared.metadata_estimate.load_peak,
@@ -216,6 +225,38 @@ impl SequentialOrchestrator {
             resident,
             first_in_process,
         );
+        if let Some(stated) = prepared.spec.memory_override
+            && measured_peak > stated.saturating_add(stated)
+        {
+            self.record(RunEvent::OverrideExceeded {
+                model: name.clone(),
+                stated,
+                measured: measured_peak,
+            });
+        }
+        let limit = self.budget.effective_limit();
+        if process_peak > limit {
+            // The session exists, but creating it crossed the limit: it is not kept.
+            if let Some(w) = worker {
+                self.profiler.unfollow(w.pid);
+            }
+            drop(adapter);
+            drop(reservation);
+            self.cleanup();
+            let error = crate::Error::LoadOvershoot {
+                model: name.clone(),
+                peak: process_peak,
+                over: process_peak.saturating_sub(limit),
+                limit,
+                estimate: prepared.estimate.load_peak,
+                estimate_source: prepared.estimate.source,
+            };
+            self.record(RunEvent::LoadRefused {
+                model: name,
+                reason: error.to_string(),
+            });
+            return Err(error);
+        }
         if let Some(w) = worker {
             self.profiler.follow(w.pid);
             self.worker_peak = self.worker_peak.max(w.load.peak);

@@ -227,6 +227,7 @@ impl SequentialOrchestrator {
             | RunEvent::Unloaded { model, .. }
             | RunEvent::LoadRefused { model, .. }
             | RunEvent::LeanCopyWritten { model, .. }
+            | RunEvent::OverrideExceeded { model, .. }
             | RunEvent::TaskDone { model, .. }
             | RunEvent::TaskFailed { model, .. } => model.as_str(),
             RunEvent::Degraded { model, .. } | RunEvent::WatchdogFired { model, .. } => {
@@ -271,6 +272,7 @@ impl SequentialOrchestrator {
                 }
                 RunEvent::LoadRefused { .. } => stats.refused += 1,
                 RunEvent::LeanCopyWritten { .. } => stats.lean_copies_written += 1,
+                RunEvent::OverrideExceeded { .. } => {}
                 RunEvent::TaskDone { working_peak, .. } => {
                     stats.tasks_done += 1;
                     stats.working_peak_max = stats.working_peak_max.max(*working_peak);

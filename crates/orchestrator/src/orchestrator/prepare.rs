@@ -49,6 +49,9 @@ impl SequentialOrchestrator {
             spec.memory_override,
             self.calibration.estimate_for(&key, first),
         ) {
+            // A measurement above the user's figure wins: the override may leave room, never
+            // take it away from what the model was seen to need.
+            (Some(peak), Some(calibrated)) if calibrated.load_peak > peak => calibrated,
             (Some(peak), calibrated) => MemoryEstimate {
                 load_peak: peak,
                 resident: calibrated.map_or(peak, |c| c.resident.min(peak)),
