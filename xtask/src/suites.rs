@@ -683,14 +683,14 @@ fn memory_steps() -> Vec<Step> {
     vec![
         release_suite("memory suite (release, one at a time)", "memory", false),
         step(
-            "memory watchdog in the masp binary (one at a time)",
+            "the hard limit in the masp binary: watchdog and loads (one at a time)",
             &[
                 "test",
                 "--quiet",
                 "-p",
                 "masp-cli",
                 "--test",
-                "watchdog",
+                "hard_limit",
                 "--",
                 "--test-threads=1",
                 "--nocapture",

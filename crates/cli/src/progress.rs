@@ -75,6 +75,18 @@ impl Progress {
                  samples); retrying with less memory"
             );
         }
+        if let RunEvent::OverrideExceeded {
+            model,
+            stated,
+            measured,
+        } = event
+            && !self.quiet
+        {
+            eprintln!(
+                "masp: warning: {model} peaked at {measured} while loading, more than twice its \
+                 manifest's memory = {stated}; the measurement is used from now on"
+            );
+        }
         let mut shared = self.lock();
         match event {
             RunEvent::Loaded {

@@ -1,7 +1,10 @@
-//! The memory watchdog as a user meets it (issue #17): a model call whose memory grows node by
-//! node past `--budget` is stopped mid-call, the task goes on in smaller chunks and completes,
-//! and stderr says what happened; without the watchdog, the same call overshoots. An observer
-//! outside the `masp` process samples its RSS every millisecond.
+//! The hard limit as a user meets it (issue #17), observed from outside the `masp` process (its
+//! RSS sampled every millisecond):
+//! - a model call whose memory grows node by node past `--budget` is stopped mid-call by the
+//!   watchdog, the task goes on in smaller chunks and completes, stderr says what happened, and
+//!   a second run plans the smaller chunk up front; without the watchdog, the call overshoots;
+//! - a load whose manifest `memory` lies is refused once it has crossed the limit, with the
+//!   figures, and the next run refuses it before loading.
 //!
 //! Not part of a plain `cargo test` (its figures must not mix with other tests' load): `cargo
 //! xtask test-memory` runs it, one test at a time.
@@ -13,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use masp_testkit::fixtures::{self, AudioSpec};
-use masp_testkit::synthetic::{self, GrowingModel};
+use masp_testkit::synthetic::{self, GrowingModel, Layout, WeightsModel};
 
 const MIB: u64 = 1 << 20;
 const LIMIT: u64 = 1 << 30;
@@ -45,6 +48,17 @@ fn rss(pid: u32, page: u64) -> Option<u64> {
 }
 
 fn observe(dir: &Path, home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Observed {
+    observe_under(dir, home, args, envs, LIMIT)
+}
+
+/// [`observe`], timing the stretches over `limit`.
+fn observe_under(
+    dir: &Path,
+    home: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    limit: u64,
+) -> Observed {
     // SAFETY: sysconf has no preconditions.
     let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_masp"))
@@ -80,7 +94,7 @@ fn observe(dir: &Path, home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Obs
         if is_masp && let Some(now) = rss(pid, page) {
             samples += 1;
             peak = peak.max(now);
-            if now > LIMIT {
+            if now > limit {
                 let since = *over_since.get_or_insert_with(Instant::now);
                 longest_over = longest_over.max(since.elapsed());
             } else {
@@ -102,25 +116,36 @@ fn observe(dir: &Path, home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Obs
     }
 }
 
-/// A working directory with the model in `masp.toml`, a pipeline of it and 6 s of noise; and a
-/// private asset cache sharing the real one's runtime (so calibration starts empty).
-fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
+/// A working directory with `model` (a generated file) as `<name>.onnx` in `masp.toml` with
+/// the manifest lines `entry`, a pipeline of it and 6 s of noise; and a private asset cache
+/// sharing the real one's runtime (so calibration starts empty).
+fn setup_with(model: &Path, name: &str, entry: &str) -> (tempfile::TempDir, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let generated = synthetic::growing_model(&synthetic::cache_dir(), MODEL()).unwrap();
-    std::fs::copy(&generated, p.join("grow.onnx")).unwrap();
+    std::fs::copy(model, p.join(format!("{name}.onnx"))).unwrap();
     std::fs::write(
         p.join("masp.toml"),
-        "[[model]]\nname = \"grow\"\nkind = \"generic\"\npath = \"grow.onnx\"\n\
-         [model.generic]\ninput = \"x\"\n",
+        format!(
+            "[[model]]\nname = \"{name}\"\nkind = \"generic\"\npath = \"{name}.onnx\"\n{entry}"
+        ),
     )
     .unwrap();
-    std::fs::write(p.join("pipeline.toml"), "[[stage]]\nmodel = \"grow\"\n").unwrap();
+    std::fs::write(
+        p.join("pipeline.toml"),
+        format!("[[stage]]\nmodel = \"{name}\"\n"),
+    )
+    .unwrap();
     fixtures::write_audio(p, "a.wav", &AudioSpec::noise(6.0, 7)).unwrap();
     let real = masp_model_registry::assets::masp_home().unwrap();
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(real.join("runtime"), home.path().join("runtime")).unwrap();
     (dir, home)
+}
+
+/// [`setup_with`] the growing model, fed whole chunks.
+fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
+    let generated = synthetic::growing_model(&synthetic::cache_dir(), MODEL()).unwrap();
+    setup_with(&generated, "grow", "[model.generic]\ninput = \"x\"\n")
 }
 
 const RUN: &[&str] = &[
@@ -141,12 +166,17 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn describe(seen: &Observed) -> String {
+    describe_under(seen, LIMIT)
+}
+
+fn describe_under(seen: &Observed, limit: u64) -> String {
     format!(
-        "exit {:?}, peak {:.1} MiB ({:+.1} MiB over the 1 GiB limit), longest over it {:.1?}, \
-         {} samples\nstderr:\n{}",
+        "exit {:?}, peak {:.1} MiB ({:+.1} MiB over the {:.0} MiB limit), longest over it \
+         {:.1?}, {} samples\nstderr:\n{}",
         seen.code,
         mib(seen.peak),
-        mib(seen.peak) - mib(LIMIT),
+        mib(seen.peak) - mib(limit),
+        mib(limit),
         seen.longest_over,
         seen.samples,
         seen.stderr
@@ -218,4 +248,70 @@ fn without_the_watchdog_the_same_call_overshoots() {
     // Caught only between chunks: the whole call's memory, far past the limit.
     assert!(seen.peak > LIMIT + 4 * node, "{text}");
     assert!(!seen.stderr.contains("watchdog stopped"), "{text}");
+}
+
+/// `memory = "10MiB"` on a model that takes 256 MiB of embedded weights, under a 200 MiB budget:
+/// admitted on the lie, the load crosses the limit, and is refused with the figures and the
+/// estimate's source; the measurement is calibrated, so the next run refuses before loading.
+#[test]
+fn a_load_past_the_limit_on_a_lying_manifest_is_refused_then_refused_before_loading() {
+    const BUDGET: u64 = 200 * MIB;
+    let generated = synthetic::weights_model(
+        &synthetic::cache_dir(),
+        WeightsModel {
+            weight_bytes: 256 * MIB,
+            layout: Layout::Embedded,
+            name: "liar-256m".into(),
+        },
+    )
+    .unwrap();
+    let (dir, home) = setup_with(
+        &generated,
+        "liar",
+        "memory = \"10MiB\"\n[model.generic]\ninput = \"x\"\nwindow_ms = 64\n",
+    );
+    let args = [
+        "run",
+        "--pipeline",
+        "pipeline.toml",
+        "--out",
+        "out",
+        "--budget",
+        "200MiB",
+        "a.wav",
+    ];
+    let seen = observe_under(dir.path(), home.path(), &args, &[], BUDGET);
+    let text = describe_under(&seen, BUDGET);
+    println!("lying manifest, first run: {text}");
+    assert_eq!(seen.code, Some(2), "{text}");
+    assert!(
+        seen.stderr
+            .lines()
+            .any(|l| l.contains("model liar peaked at")
+                && l.contains("while loading")
+                && l.contains("over the 200 MiB limit")
+                && l.contains("its estimate was 10 MiB (override)")),
+        "{text}"
+    );
+    assert!(
+        seen.stderr
+            .contains("more than twice its manifest's memory = 10 MiB"),
+        "{text}"
+    );
+    let calibration = std::fs::read_to_string(home.path().join("calibration.json")).unwrap();
+    assert!(calibration.contains("liar"), "{calibration}");
+
+    let again = observe_under(dir.path(), home.path(), &args, &[], BUDGET);
+    let text = describe_under(&again, BUDGET);
+    println!("lying manifest, second run: {text}");
+    assert_eq!(again.code, Some(2), "{text}");
+    assert!(
+        again
+            .stderr
+            .lines()
+            .any(|l| l.contains("liar") && l.contains("over the 200 MiB limit")),
+        "{text}"
+    );
+    // Refused before loading: nothing near the weights' size was ever resident.
+    assert!(again.peak < BUDGET / 2, "{text}");
 }
