@@ -315,3 +315,74 @@ fn a_load_past_the_limit_on_a_lying_manifest_is_refused_then_refused_before_load
     // Refused before loading: nothing near the weights' size was ever resident.
     assert!(again.peak < BUDGET / 2, "{text}");
 }
+
+/// Under process isolation, the worker's own watchdog stops the call at its share of the budget
+/// (the limit less the orchestrator's RSS) and the task degrades as in process. The worker's
+/// address-space cap is raised out of the way here: by default it is sized from the estimate
+/// and, for this model, hits first (and the task fails with "memory cap").
+#[test]
+fn a_call_past_the_budget_in_a_worker_is_stopped_by_the_workers_watchdog() {
+    use masp_budget::{Budget, BudgetConfig, Bytes};
+    use masp_model_registry::manifest::{Isolation, Registry};
+    use masp_orchestrator::task::{ResultFiles, TaskParams};
+    use masp_orchestrator::worker::{CapRule, WorkerConfig};
+    use masp_orchestrator::{AudioTask, OrchestratorConfig, RunEvent, SequentialOrchestrator};
+
+    let (dir, _home) = setup();
+    let mut registry = Registry::builtin();
+    registry
+        .add_manifest(&dir.path().join("masp.toml"))
+        .unwrap();
+    let mut worker = WorkerConfig::new(env!("CARGO_BIN_EXE_masp"));
+    worker.cap = CapRule {
+        address_space_base: Bytes::from_gib(16),
+        ..CapRule::default()
+    };
+    let mut orch = SequentialOrchestrator::builder(
+        Budget::new(BudgetConfig::default().with_limit(Bytes::new(LIMIT))),
+        registry,
+        masp_models::registry(),
+    )
+    .with_config(OrchestratorConfig {
+        isolation: Isolation::Process,
+        worker,
+        record_events: true,
+        ..OrchestratorConfig::default()
+    })
+    .build()
+    .unwrap();
+    let result = orch.process_task(&AudioTask {
+        label: "grow a.wav".into(),
+        model: "grow".into(),
+        input: dir.path().join("a.wav"),
+        params: TaskParams::Generic {
+            output: ResultFiles::new(dir.path().join("out"), "a").unwrap(),
+        },
+    });
+    let events: Vec<String> = orch.events().iter().map(|e| format!("{e:?}")).collect();
+    let text = format!("{result:?}\n{}", events.join("\n"));
+    println!("{text}");
+    assert!(result.is_ok(), "{text}");
+    let fired: Vec<&RunEvent> = orch
+        .events()
+        .iter()
+        .filter(|e| matches!(e, RunEvent::WatchdogFired { .. }))
+        .collect();
+    assert!(!fired.is_empty(), "the worker's watchdog fired: {text}");
+    let node = MODEL().node_bytes(CHUNK);
+    // Each stopped worker's kernel high-water mark (read by the orchestrator before it ended
+    // the worker), with the orchestrator's RSS beside it.
+    for event in fired {
+        let RunEvent::WatchdogFired { peak, .. } = event else {
+            continue;
+        };
+        println!(
+            "stopped worker: peak {:.1} MiB with the orchestrator",
+            mib(peak.get())
+        );
+        assert!(
+            peak.get() <= LIMIT + node + 32 * MIB,
+            "peak {peak} over the limit by more than a node + 32 MiB: {text}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use masp_budget::Bytes;
 use ort::session::RunOptions;
 
 use masp_model_registry::manifest::{ModelKind, ModelSpec};
@@ -27,6 +28,7 @@ pub struct TaskContext<'a> {
     chunk_samples: usize,
     check: &'a mut dyn FnMut(u64) -> Result<()>,
     run_options: Option<Arc<RunOptions>>,
+    memory_limit: Option<Bytes>,
 }
 
 impl std::fmt::Debug for TaskContext<'_> {
@@ -45,7 +47,21 @@ impl<'a> TaskContext<'a> {
             chunk_samples: chunk_samples.max(1),
             check,
             run_options: None,
+            memory_limit: None,
         }
+    }
+
+    /// The RSS limit the task runs under (this process and its workers together): a worker
+    /// adapter hands its worker its share, for the worker's own watchdog.
+    #[must_use]
+    pub fn with_memory_limit(mut self, limit: Bytes) -> Self {
+        self.memory_limit = Some(limit);
+        self
+    }
+
+    /// The RSS limit the task runs under, when the caller set one (the orchestrator does).
+    pub fn memory_limit(&self) -> Option<Bytes> {
+        self.memory_limit
     }
 
     /// The run options the task's model calls pass to ONNX Runtime

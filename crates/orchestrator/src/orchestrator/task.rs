@@ -242,6 +242,7 @@ impl SequentialOrchestrator {
             Ok(())
         };
         let started = Instant::now();
+        let watching = self.watchdog.is_some();
         let model = &mut self.resident[index];
         // In process, the watchdog stops the call itself. A worker's call runs in another
         // process, which these run options do not reach: there the worker's cap and the checks
@@ -263,6 +264,10 @@ impl SequentialOrchestrator {
         model.adapter.reset();
         let mut ctx =
             TaskContext::new(chunk_samples, &mut check).with_run_options(Arc::clone(&run_options));
+        if watching {
+            // A worker adapter hands its worker its share, for the worker's own watchdog.
+            ctx = ctx.with_memory_limit(limit);
+        }
         let result = match model.adapter.run(&task.input, &task.params, &mut ctx) {
             // The runtime could not get memory: that is the budget's business, not a model bug.
             Err(Error::Inference { reason, .. })
@@ -277,15 +282,34 @@ impl SequentialOrchestrator {
             other => other,
         };
         let watched = guard.map(WatchGuard::finish);
-        let trip = watched.and_then(|w| w.trip.map(|t| (t, w)));
+        // What the watchdog stopped: in process, the call whose run options it terminated; in a
+        // worker, the call its own watchdog stopped (counted with this process's RSS).
+        let stopped = match (&watched, &result) {
+            (Some(w), _) => w.trip.map(|t| (t.rss, w.peak, w.over_for)),
+            (
+                None,
+                Err(Error::Worker {
+                    failure: WorkerFailure::Terminated { rss, peak, .. },
+                    ..
+                }),
+            ) => {
+                let own = super::measure::rss();
+                Some((
+                    own.saturating_add(*rss),
+                    own.saturating_add(*peak),
+                    std::time::Duration::ZERO,
+                ))
+            }
+            _ => None,
+        };
         // A call the watchdog stopped fails with the runtime's "terminate flag" error, or with
         // the check after it: either way, it is the watchdog's figures that say why.
-        let result = match (trip, result) {
-            (Some((trip, watched)), Err(_)) => Err(Error::Terminated {
+        let result = match (stopped, result) {
+            (Some((rss, peak, _)), Err(_)) => Err(Error::Terminated {
                 task: task.label.clone(),
                 model: task.model.clone(),
-                rss: trip.rss,
-                peak: watched.peak,
+                rss,
+                peak,
                 limit,
                 chunk_samples,
             }),
@@ -316,18 +340,18 @@ impl SequentialOrchestrator {
         self.profiler.mark(Event::task_end(&task.label));
         drop(reservation);
         self.cleanup();
-        if let Some((trip, watched)) = trip {
+        if let Some((rss, peak, over_for)) = stopped {
             self.profiler.note(&format!(
-                "{}: watchdog stopped {} at {}",
-                task.label, task.model, trip.rss
+                "{}: watchdog stopped {} at {rss}",
+                task.label, task.model
             ));
             self.record(RunEvent::WatchdogFired {
                 task: task.label.clone(),
                 model: task.model.clone(),
-                rss: trip.rss,
-                peak: watched.peak,
+                rss,
+                peak,
                 limit,
-                over_ms: watched.over_for.as_secs_f64() * 1e3,
+                over_ms: over_for.as_secs_f64() * 1e3,
                 chunk_samples,
             });
         }

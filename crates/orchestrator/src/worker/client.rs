@@ -710,6 +710,10 @@ impl ModelAdapter for WorkerAdapter {
         let request = RunRequest {
             input: input.to_path_buf(),
             chunk_samples: ctx.chunk_samples() as u64,
+            // The worker's share: the limit less what this process holds now.
+            rss_limit: ctx
+                .memory_limit()
+                .map(|limit| limit.saturating_sub(probe::process_rss().unwrap_or_default())),
             params: params.clone(),
         };
         self.send(&ToWorker::Run(request.clone()))?;
@@ -759,6 +763,13 @@ impl ModelAdapter for WorkerAdapter {
                     return Ok(output);
                 }
                 FromWorker::Failed { class, message } => return Err(self.failed(class, message)),
+                FromWorker::Terminated { rss, peak, limit } => {
+                    // Its peak as the kernel saw it, not only as its samples did.
+                    let peak = probe::process_peak_rss_of(self.pid).map_or(peak, |p| p.max(peak));
+                    // Its runtime's arena keeps what the call took: ending it gives it back.
+                    self.kill();
+                    return Err(self.error(WorkerFailure::Terminated { rss, peak, limit }));
+                }
                 other => {
                     return Err(
                         self.broken(format!("unexpected {} message during a task", other.name()))
@@ -867,6 +878,7 @@ mod tests {
         RunRequest {
             input: "/in/a.wav".into(),
             chunk_samples: 1,
+            rss_limit: None,
             params,
         }
     }

@@ -4,6 +4,9 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
+
+use ort::session::RunOptions;
 
 use masp_budget::{Bytes, probe, trim};
 use masp_model_registry::manifest::{ModelSource, ModelSpec};
@@ -16,6 +19,7 @@ use super::protocol::{
 use crate::Error;
 use crate::adapter::{AdapterRegistry, ModelAdapter, TaskContext};
 use crate::runtime::{Admitted, Runtime, SessionOptions};
+use crate::watchdog::{DEFAULT_INTERVAL, WatchGuard, Watchdog};
 
 /// The largest chunk a worker accepts, in samples.
 const MAX_CHUNK_SAMPLES: u64 = 1 << 24;
@@ -111,6 +115,9 @@ pub fn serve(adapters: &AdapterRegistry) -> ServeOutcome {
         return ServeOutcome::ProtocolError;
     }
     let mut adapter: Option<Box<dyn ModelAdapter>> = None;
+    // Stops a call that takes this worker past its share of the budget. Without a thread (the
+    // OS refused one) tasks run unwatched, held by the cap and the checks between chunks.
+    let watchdog = Watchdog::start(DEFAULT_INTERVAL).ok();
     loop {
         let request = match read_frame(&mut input).and_then(|f| {
             f.map(|(tag, body)| ToWorker::decode(tag, &body))
@@ -139,7 +146,7 @@ pub fn serve(adapters: &AdapterRegistry) -> ServeOutcome {
                 return ServeOutcome::ProtocolError;
             }
             ToWorker::Run(run) => match adapter.as_mut() {
-                Some(model) => run_task(model.as_mut(), &run, &mut out),
+                Some(model) => run_task(model.as_mut(), &run, watchdog.as_ref(), &mut out),
                 None => {
                     fail_protocol(&mut out, &"a task before any model was loaded");
                     return ServeOutcome::ProtocolError;
@@ -229,6 +236,7 @@ fn load_model(
 fn run_task(
     model: &mut dyn ModelAdapter,
     run: &RunRequest,
+    watchdog: Option<&Watchdog>,
     out: &mut BufWriter<File>,
 ) -> FromWorker {
     model.reset();
@@ -249,18 +257,41 @@ fn run_task(
     };
     // Not trusted blindly either: a chunk is at most 2^24 samples (64 MiB of f32).
     let chunk = usize::try_from(run.chunk_samples.clamp(1, MAX_CHUNK_SAMPLES)).unwrap_or(1);
+    let run_options = RunOptions::new().ok().map(Arc::new);
+    let guard = match (watchdog, run.rss_limit, &run_options) {
+        (Some(dog), Some(limit), Some(options)) => {
+            let options = Arc::clone(options);
+            Some(dog.arm(
+                limit,
+                Vec::new(),
+                Box::new(move || {
+                    let _ = options.terminate();
+                }),
+            ))
+        }
+        _ => None,
+    };
     let mut ctx = TaskContext::new(chunk, &mut check);
+    if let Some(options) = &run_options {
+        ctx = ctx.with_run_options(Arc::clone(options));
+    }
     let result = model.run(&run.input, &run.params, &mut ctx);
+    let watched = guard.map(WatchGuard::finish);
     let working_peak = probe::process_peak_rss()
         .unwrap_or_default()
         .saturating_sub(rss_before);
     trim::release_freed_memory();
-    match result {
-        Ok(output) => FromWorker::Done {
+    match (result, watched.and_then(|w| w.trip.map(|t| (t, w.peak)))) {
+        (Err(_), Some((trip, peak))) => FromWorker::Terminated {
+            rss: trip.rss,
+            peak,
+            limit: trip.limit,
+        },
+        (Ok(output), _) => FromWorker::Done {
             output,
             working_peak,
         },
-        Err(e) => FromWorker::Failed {
+        (Err(e), None) => FromWorker::Failed {
             class: classify(&e, false),
             message: e.to_string(),
         },

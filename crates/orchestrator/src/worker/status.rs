@@ -103,6 +103,16 @@ pub enum WorkerFailure {
         /// What was wrong.
         reason: String,
     },
+    /// Its watchdog stopped a model call at its share of the budget; it was then ended (its
+    /// runtime's arena held what the call took). Not retried as a crash: the task degrades.
+    Terminated {
+        /// Its first RSS sample over its limit.
+        rss: Bytes,
+        /// Its highest RSS sampled before the call ended.
+        peak: Bytes,
+        /// The limit it was given (the budget less the orchestrator's own RSS).
+        limit: Bytes,
+    },
     /// It could not be started.
     Spawn {
         /// The program.
@@ -155,6 +165,11 @@ impl std::fmt::Display for WorkerFailure {
             WorkerFailure::Protocol { reason } => {
                 write!(f, "broke the protocol ({reason}), killed")
             }
+            WorkerFailure::Terminated { rss, peak, limit } => write!(
+                f,
+                "watchdog stopped a model call at RSS {rss} (peak {peak}), over its {limit} share \
+                 of the budget; ended"
+            ),
             WorkerFailure::Spawn { program, reason } => write!(
                 f,
                 "could not be started from {}: {reason}",

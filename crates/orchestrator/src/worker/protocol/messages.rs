@@ -43,6 +43,9 @@ pub struct RunRequest {
     pub input: PathBuf,
     /// Samples per chunk, chosen by the orchestrator.
     pub chunk_samples: u64,
+    /// The RSS the worker may reach during the task (its share of the budget): its watchdog
+    /// stops a model call that crosses it. `None`: not watched.
+    pub rss_limit: Option<Bytes>,
     /// What to do.
     pub params: TaskParams,
 }
@@ -84,6 +87,17 @@ pub enum FromWorker {
         /// Worker RSS high-water mark during the task, above its RSS at the start.
         working_peak: Bytes,
     },
+    /// The worker's watchdog stopped a model call of the task: its RSS crossed the
+    /// [`RunRequest::rss_limit`]. The worker lives on; its runtime's arena still holds what the
+    /// call took, so it should be ended before the task is retried.
+    Terminated {
+        /// The worker's first RSS sample over the limit.
+        rss: Bytes,
+        /// Its highest RSS sampled before the call ended.
+        peak: Bytes,
+        /// The limit it was given.
+        limit: Bytes,
+    },
     /// The load or task failed; the worker lives on (unless the class says otherwise).
     Failed {
         /// How to understand it.
@@ -101,6 +115,7 @@ pub(super) const TAG_LOADED: u8 = 65;
 pub(super) const TAG_PROGRESS: u8 = 66;
 pub(super) const TAG_DONE: u8 = 67;
 pub(super) const TAG_FAILED: u8 = 68;
+pub(super) const TAG_TERMINATED: u8 = 69;
 
 impl ToWorker {
     /// Encode and write this message as one frame.
@@ -131,6 +146,7 @@ impl ToWorker {
             ToWorker::Run(run) => {
                 e.path(&run.input);
                 e.u64(run.chunk_samples);
+                e.opt(run.rss_limit.as_ref(), |e, l| e.u64(l.get()));
                 encode_params(&mut e, &run.params);
                 TAG_RUN
             }
@@ -186,10 +202,12 @@ impl ToWorker {
                 d.message = "run";
                 let input = d.path()?;
                 let chunk_samples = d.u64()?;
+                let rss_limit = d.opt(|d| d.u64().map(Bytes::new))?;
                 let params = decode_params(&mut d)?;
                 ToWorker::Run(RunRequest {
                     input,
                     chunk_samples,
+                    rss_limit,
                     params,
                 })
             }
@@ -211,6 +229,7 @@ impl FromWorker {
             FromWorker::Progress { .. } => "progress",
             FromWorker::Done { .. } => "done",
             FromWorker::Failed { .. } => "failed",
+            FromWorker::Terminated { .. } => "terminated",
         }
     }
 
@@ -251,6 +270,12 @@ impl FromWorker {
                 e.u8(class.code());
                 e.str(message);
                 TAG_FAILED
+            }
+            FromWorker::Terminated { rss, peak, limit } => {
+                e.u64(rss.get());
+                e.u64(peak.get());
+                e.u64(limit.get());
+                TAG_TERMINATED
             }
         };
         write_frame(w, tag, &e.buf)
@@ -300,6 +325,14 @@ impl FromWorker {
                 FromWorker::Failed {
                     class,
                     message: d.string()?,
+                }
+            }
+            TAG_TERMINATED => {
+                d.message = "terminated";
+                FromWorker::Terminated {
+                    rss: Bytes::new(d.u64()?),
+                    peak: Bytes::new(d.u64()?),
+                    limit: Bytes::new(d.u64()?),
                 }
             }
             other => return Err(ProtocolError::UnknownTag(other)),

@@ -39,7 +39,7 @@ pub use framing::{MAX_FRAME, read_frame, write_frame};
 pub use messages::{FromWorker, LoadRequest, RunRequest, ToWorker};
 
 /// The protocol version both sides must speak; bumped on any change to the layout.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// A frame that cannot be read or understood.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,7 @@ mod tests {
             ToWorker::Run(RunRequest {
                 input: "/a/b.wav".into(),
                 chunk_samples: 32_000,
+                rss_limit: Some(Bytes::from_mib(900)),
                 params: TaskParams::Vad(VadParams {
                     neg_threshold: Some(0.3),
                     max_speech_s: f64::INFINITY,
@@ -148,6 +149,7 @@ mod tests {
             ToWorker::Run(RunRequest {
                 input: "/a/b.wav".into(),
                 chunk_samples: 1,
+                rss_limit: None,
                 params: TaskParams::Embed {
                     output: Some(ResultFiles::new("/out", "b-0123abcd").unwrap()),
                     windows: Some(vec![(0.0, 1.5), (2.0, 3.25)]),
@@ -156,6 +158,7 @@ mod tests {
             ToWorker::Run(RunRequest {
                 input: "/a/b.wav".into(),
                 chunk_samples: 7,
+                rss_limit: Some(Bytes::new(1)),
                 params: TaskParams::Generic {
                     output: ResultFiles::new("/o", "b-0123abcd").unwrap(),
                 },
@@ -239,6 +242,23 @@ mod tests {
         };
         assert_eq!(class, FailureClass::Input);
         assert!(message.starts_with("a.wav"));
+
+        let stopped = FromWorker::Terminated {
+            rss: Bytes::from_mib(901),
+            peak: Bytes::from_mib(930),
+            limit: Bytes::from_mib(900),
+        };
+        let FromWorker::Terminated { rss, peak, limit } = roundtrip_from(&stopped) else {
+            panic!("not terminated");
+        };
+        assert_eq!(
+            (rss, peak, limit),
+            (
+                Bytes::from_mib(901),
+                Bytes::from_mib(930),
+                Bytes::from_mib(900)
+            )
+        );
     }
 
     #[test]
@@ -319,6 +339,7 @@ mod tests {
             let msg = ToWorker::Run(RunRequest {
                 input: "/a.wav".into(),
                 chunk_samples: 1,
+                rss_limit: None,
                 params: TaskParams::Embed {
                     output: None,
                     windows: Some(vec![(start, end)]),
