@@ -83,6 +83,12 @@ pub struct SuiteConfig {
     pub repeats: usize,
     /// How far peaks and end RSS of the repeated batches may spread. Default 16 MiB.
     pub stability_tolerance: Bytes,
+    /// Per model, the most working memory any one of its tasks may take in the orchestration
+    /// suite (the task's peak above the loaded model, as the orchestrator measures it). Default
+    /// empty: each model's largest task is reported, not judged. Set each to 1.5× the model's
+    /// known figure so that a model whose working set doubles fails "working memory" — the
+    /// pipeline's peak alone cannot show it when another stage sets the peak.
+    pub working_allowances: Vec<(String, Bytes)>,
 }
 
 impl Default for SuiteConfig {
@@ -99,6 +105,7 @@ impl Default for SuiteConfig {
             min_cleanup_effectiveness: 0.75,
             repeats: 3,
             stability_tolerance: Bytes::from_mib(16),
+            working_allowances: Vec::new(),
         }
     }
 }
@@ -658,6 +665,8 @@ impl MinimalTestFramework {
     /// - **memory stability**: the batches' peaks and end RSS spread by at most
     ///   [`SuiteConfig::stability_tolerance`];
     /// - **peak below budget**: as in [`Self::model_tests`];
+    /// - **working memory**: each model's largest task working peak is within its
+    ///   [`SuiteConfig::working_allowances`] entry (reported for every model);
     /// - **resource cleanup**: at the end nothing is reserved or resident, RSS is within
     ///   [`SuiteConfig::baseline_tolerance_for`] the smallest model's resident size of where it
     ///   started (after each model's warm-up load), and the orchestrator's post-unload check
@@ -786,6 +795,13 @@ impl MinimalTestFramework {
                 )
             })
             .collect();
+        let working: Vec<(String, Bytes)> = models
+            .iter()
+            .map(|m| {
+                let peak = orch.stats().get(*m).map(|s| s.working_peak_max);
+                ((*m).to_owned(), peak.unwrap_or_default())
+            })
+            .collect();
         let report = finish_profile(orch, profiler);
 
         result.record(
@@ -815,6 +831,11 @@ impl MinimalTestFramework {
         result.record(
             "peak below budget",
             self.peak_check(&pipeline.join("+"), &report),
+        );
+
+        result.record(
+            "working memory",
+            working_check(&working, &self.config.working_allowances),
         );
 
         let mut cleanup = baseline_check(
@@ -891,6 +912,32 @@ fn peak_figures(report: &Report, limit: Bytes) -> String {
         "peak {peak} of {limit} ({:.0}%)",
         100.0 * peak.as_mib_f64() / limit.as_mib_f64().max(f64::MIN_POSITIVE)
     )
+}
+
+/// The orchestration suite's "working memory": each model's largest task working peak
+/// within its allowance (models without one are reported only).
+fn working_check(
+    working: &[(String, Bytes)],
+    allowances: &[(String, Bytes)],
+) -> std::result::Result<String, String> {
+    let mut figures = Vec::new();
+    let mut over = Vec::new();
+    for (model, peak) in working {
+        match allowances.iter().find(|(m, _)| m == model) {
+            Some((_, allowed)) if peak > allowed => over.push(format!(
+                "{model}: a task took {peak} of working memory, {} more than the {allowed} \
+                 allowed (SuiteConfig::working_allowances)",
+                peak.saturating_sub(*allowed)
+            )),
+            Some((_, allowed)) => figures.push(format!("{model} {peak} (allowance {allowed})")),
+            None => figures.push(format!("{model} {peak} (not judged)")),
+        }
+    }
+    if over.is_empty() {
+        Ok(format!("largest task per model: {}", figures.join(", ")))
+    } else {
+        Err(over.join("; "))
+    }
 }
 
 fn baseline_check(

@@ -49,10 +49,12 @@
 //! | model | cleanup effectiveness | unloading gives back less than this share of what the load took, on average | [`SuiteConfig::min_cleanup_effectiveness`] (0.75) |
 //! | orchestration | sequential execution | a task fails, a model is loaded more often than planned, or more models are resident at once than the policy allows | [`OrchestratorConfig::max_resident`] (1) |
 //! | orchestration | memory stability | the repeated batches' peaks or end RSS spread too far | [`SuiteConfig::repeats`] (3), [`SuiteConfig::stability_tolerance`] (16 MiB) |
+//! | orchestration | working memory | a model's largest task takes more working memory (its peak above the loaded model) than its allowance | [`SuiteConfig::working_allowances`] (none: reported only) |
 //! | orchestration | resource cleanup | as "returns to baseline" (against the smallest model), or a post-unload flag | as above |
 //!
 //! A check that cannot fail for the reason it is named after is worse than none, so size the
-//! two that depend on your model. The budget a suite runs under bounds admission, not the
+//! ones that depend on your model: the peak allowance, and the working allowances, whose
+//! figures "working memory" prints for every model. The budget a suite runs under bounds admission, not the
 //! check: a 2 GiB budget never notices a 15 MiB model doubling. Measure your model's peak rise
 //! once (the "peak below budget" figures print it: `rose X above Y`), then allow 1.5× it:
 //!
