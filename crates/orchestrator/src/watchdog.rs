@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use masp_budget::{Bytes, probe};
+use ort::session::RunOptions;
 
 /// How often an armed watchdog reads RSS by default: 2 ms. A node of a model that allocates at
 /// memory bandwidth (a few GB/s) adds a few MiB in that time, which bounds how far a call can
@@ -174,6 +175,22 @@ impl Drop for Watchdog {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Watchdog {
+    /// [`Watchdog::arm`] for a task's model calls: the stop terminates `options`, which every
+    /// call of the task passes to ONNX Runtime (it stops at the next graph node).
+    pub fn arm_calls(&self, limit: Bytes, options: &Arc<RunOptions>) -> WatchGuard<'_> {
+        let options = Arc::clone(options);
+        self.arm(
+            limit,
+            Vec::new(),
+            Box::new(move || {
+                // Fails only if the runtime is gone, and then nothing runs.
+                let _ = options.terminate();
+            }),
+        )
     }
 }
 

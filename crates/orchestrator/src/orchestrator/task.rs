@@ -245,20 +245,9 @@ impl SequentialOrchestrator {
         let watching = self.watchdog.is_some();
         let model = &mut self.resident[index];
         // In process, the watchdog stops the call itself. A worker's call runs in another
-        // process, which these run options do not reach: there the worker's cap and the checks
-        // between chunks hold the limit.
+        // process, which these run options do not reach: the worker's own watchdog stops it.
         let guard = match (&self.watchdog, model.adapter.worker()) {
-            (Some(dog), None) => {
-                let options = Arc::clone(&run_options);
-                Some(dog.arm(
-                    limit,
-                    Vec::new(),
-                    Box::new(move || {
-                        // Fails only if the runtime is gone, and then nothing runs.
-                        let _ = options.terminate();
-                    }),
-                ))
-            }
+            (Some(dog), None) => Some(dog.arm_calls(limit, &run_options)),
             _ => None,
         };
         model.adapter.reset();

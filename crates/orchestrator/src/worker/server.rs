@@ -259,16 +259,7 @@ fn run_task(
     let chunk = usize::try_from(run.chunk_samples.clamp(1, MAX_CHUNK_SAMPLES)).unwrap_or(1);
     let run_options = RunOptions::new().ok().map(Arc::new);
     let guard = match (watchdog, run.rss_limit, &run_options) {
-        (Some(dog), Some(limit), Some(options)) => {
-            let options = Arc::clone(options);
-            Some(dog.arm(
-                limit,
-                Vec::new(),
-                Box::new(move || {
-                    let _ = options.terminate();
-                }),
-            ))
-        }
+        (Some(dog), Some(limit), Some(options)) => Some(dog.arm_calls(limit, options)),
         _ => None,
     };
     let mut ctx = TaskContext::new(chunk, &mut check);
