@@ -45,5 +45,5 @@ fn silero_vad_runs_a_batch_of_fixtures_sequentially_and_cleans_up() {
     assert!(svg.starts_with("<svg") && svg.contains("silero-vad"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&paths.suite_json).unwrap()).unwrap();
-    assert_eq!(json["checks"].as_array().unwrap().len(), 4);
+    assert_eq!(json["checks"].as_array().unwrap().len(), 5);
 }
