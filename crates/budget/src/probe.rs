@@ -459,6 +459,101 @@ pub(crate) fn resolve_cgroup_limit(
         .min()
 }
 
+/// Whether this process could give a child process a kernel-enforced memory cap of its own
+/// through cgroup v2 (`memory.max` in a child cgroup): what `masp doctor` reports about the
+/// hard limit of worker processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CgroupV2Memory {
+    /// No cgroup v2 hierarchy is mounted (or the platform has none).
+    NotMounted,
+    /// cgroup v2 is mounted and this process's cgroup is `dir`, but the memory controller is
+    /// not available there (on hybrid systems it is bound to the v1 hierarchy).
+    NoMemoryController {
+        /// This process's cgroup v2 directory.
+        dir: std::path::PathBuf,
+    },
+    /// The memory controller is available in `dir`, but this process may not create cgroups
+    /// there (not delegated to it).
+    NotWritable {
+        /// This process's cgroup v2 directory.
+        dir: std::path::PathBuf,
+    },
+    /// `dir` has the memory controller and this process may create child cgroups in it.
+    Delegated {
+        /// This process's cgroup v2 directory.
+        dir: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Display for CgroupV2Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CgroupV2Memory::NotMounted => f.write_str("no cgroup v2 hierarchy is mounted"),
+            CgroupV2Memory::NoMemoryController { dir } => write!(
+                f,
+                "cgroup v2 at {} has no memory controller; on this system it belongs to cgroup \
+                 v1",
+                dir.display()
+            ),
+            CgroupV2Memory::NotWritable { dir } => write!(
+                f,
+                "cgroup v2 at {} has the memory controller but is not delegated to this user",
+                dir.display()
+            ),
+            CgroupV2Memory::Delegated { dir } => write!(
+                f,
+                "cgroup v2 at {} has the memory controller and is writable",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// What cgroup v2 offers this process for capping a child's memory ([`CgroupV2Memory`]).
+///
+/// # Examples
+///
+/// ```
+/// println!("{}", masp_budget::probe::cgroup_v2_memory());
+/// ```
+#[must_use]
+pub fn cgroup_v2_memory() -> CgroupV2Memory {
+    imp::cgroup_v2_memory()
+}
+
+/// [`cgroup_v2_memory`] from the contents of `/proc/self/cgroup` and `/proc/self/mountinfo`,
+/// with `read` for files and `writable` for directories.
+pub(crate) fn resolve_cgroup_v2(
+    proc_cgroup: &str,
+    mountinfo: &str,
+    read: &dyn Fn(&std::path::Path) -> Option<String>,
+    writable: &dyn Fn(&std::path::Path) -> bool,
+) -> CgroupV2Memory {
+    let (Some(path), (Some(mount), _)) = (
+        parse_proc_cgroup(proc_cgroup).v2,
+        parse_mountinfo(mountinfo),
+    ) else {
+        return CgroupV2Memory::NotMounted;
+    };
+    let Some(dir) = limit_file_candidates(mount, path, "cgroup.controllers")
+        .first()
+        .and_then(|f| f.parent())
+        .map(std::path::Path::to_path_buf)
+    else {
+        return CgroupV2Memory::NotMounted;
+    };
+    let has_memory = read(&dir.join("cgroup.controllers"))
+        .is_some_and(|c| c.split_whitespace().any(|c| c == "memory"));
+    if !has_memory {
+        CgroupV2Memory::NoMemoryController { dir }
+    } else if writable(&dir) {
+        CgroupV2Memory::Delegated { dir }
+    } else {
+        CgroupV2Memory::NotWritable { dir }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use std::fs::File;
@@ -585,6 +680,24 @@ mod imp {
         Some(SystemMemory { total, available })
     }
 
+    pub(super) fn cgroup_v2_memory() -> super::CgroupV2Memory {
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        super::resolve_cgroup_v2(
+            &proc_cgroup,
+            &mountinfo,
+            &|path| std::fs::read_to_string(path).ok(),
+            &|dir| {
+                use std::os::unix::ffi::OsStrExt;
+                let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+                    return false;
+                };
+                // SAFETY: access(2) reads a NUL-terminated path and has no other preconditions.
+                unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+            },
+        )
+    }
+
     pub(super) fn cgroup_memory_limit() -> Option<Bytes> {
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -656,6 +769,10 @@ mod imp {
 
     pub(super) fn cgroup_memory_limit() -> Option<Bytes> {
         None
+    }
+
+    pub(super) fn cgroup_v2_memory() -> super::CgroupV2Memory {
+        super::CgroupV2Memory::NotMounted
     }
 }
 
@@ -836,6 +953,40 @@ mod tests {
         )]);
         let limit = resolve_cgroup_limit("4:memory:/docker/abc\n0::/\n", MOUNTINFO, &read);
         assert_eq!(limit, Some(Bytes::from_gib(1)));
+    }
+
+    #[test]
+    fn cgroup_v2_says_whether_a_child_could_get_a_memory_cap() {
+        // This machine's kind: v2 mounted beside v1, the memory controller on v1.
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let none = fake_fs(&[("/sys/fs/cgroup/unified/cgroup.controllers", "\n")]);
+        assert_eq!(
+            resolve_cgroup_v2("0::/\n", hybrid, &none, &|_| true),
+            CgroupV2Memory::NoMemoryController {
+                dir: "/sys/fs/cgroup/unified".into()
+            }
+        );
+        // A delegated user slice, and the same slice when not ours.
+        let unified = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let slice = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice";
+        let files = fake_fs(&[(
+            "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/cgroup.controllers",
+            "cpu io memory pids\n",
+        )]);
+        let ours = "0::/user.slice/user-1000.slice/user@1000.service/app.slice\n";
+        assert_eq!(
+            resolve_cgroup_v2(ours, unified, &files, &|_| true),
+            CgroupV2Memory::Delegated { dir: slice.into() }
+        );
+        assert_eq!(
+            resolve_cgroup_v2(ours, unified, &files, &|_| false),
+            CgroupV2Memory::NotWritable { dir: slice.into() }
+        );
+        assert_eq!(
+            resolve_cgroup_v2("4:memory:/x\n", "", &files, &|_| true),
+            CgroupV2Memory::NotMounted
+        );
+        assert!(cgroup_v2_memory().to_string().contains("cgroup v2"));
     }
 
     #[cfg(target_os = "linux")]

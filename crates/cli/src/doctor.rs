@@ -73,6 +73,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<Outcome> {
     }
     report.print("budget", check_budget(args));
     report.print("cgroup", check_cgroup());
+    report.print("hard limit", check_hard_limit());
     report.print("trim", check_trim());
     report.print("mmap threshold", check_mmap_threshold());
     report.print("disk", check_disk(Path::new(".")));
@@ -181,6 +182,25 @@ fn check_cgroup() -> Check {
         Some(limit) => format!("memory limit {limit} (the budget never exceeds it)"),
         None => "no memory limit".into(),
     })
+}
+
+/// What holds the budget's limit, in process and in workers, and why no cgroup does.
+fn check_hard_limit() -> Check {
+    let interval = masp_orchestrator::watchdog::DEFAULT_INTERVAL.as_millis();
+    let cgroup = probe::cgroup_v2_memory();
+    let workers = match &cgroup {
+        probe::CgroupV2Memory::Delegated { .. } => format!(
+            "workers: an RLIMIT_AS cap plus their own watchdog ({cgroup}, but masp does not use \
+             cgroups for workers yet)"
+        ),
+        _ => format!(
+            "workers: an RLIMIT_AS cap plus their own watchdog, no cgroup memory.max: {cgroup}"
+        ),
+    };
+    Check::Ok(format!(
+        "in process: the watchdog reads RSS every {interval} ms and stops a model call at the \
+         limit; {workers}"
+    ))
 }
 
 fn check_trim() -> Check {

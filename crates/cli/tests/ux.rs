@@ -86,6 +86,7 @@ fn doctor_is_all_ok_with_the_normal_setup() {
         "mmap threshold",
         "disk",
         "cgroup",
+        "hard limit",
     ] {
         assert!(
             text.lines()
@@ -93,6 +94,15 @@ fn doctor_is_all_ok_with_the_normal_setup() {
             "no ok line for {topic}:\n{text}"
         );
     }
+    // Which mechanism holds the limit, and why no cgroup caps the workers (or that one could).
+    let hard = text
+        .lines()
+        .find(|l| l.contains("hard limit"))
+        .unwrap_or_default();
+    assert!(
+        hard.contains("watchdog") && hard.contains("RLIMIT_AS") && hard.contains("cgroup"),
+        "{hard}"
+    );
 }
 
 #[test]
