@@ -60,10 +60,23 @@ pub fn plan(args: &PipelineArgs) -> anyhow::Result<Outcome> {
         .map(|t| t.batch)
         .collect();
     let masp_orchestrator::batch::BatchPlan {
-        plan, unplannable, ..
+        plan,
+        unplannable,
+        chunks,
+        ..
     } = session.orchestrator.plan_batch(&tasks)?;
     println!("budget: {}", session.orchestrator.budget().describe());
     print!("{plan}");
+    let registry = session.orchestrator.registry();
+    for (model, samples) in &chunks {
+        let rate = registry
+            .get(model)
+            .map_or(16_000, |spec| spec.sample_rate_hz);
+        println!(
+            "chunks: {model} in {samples} samples ({:.2} s)",
+            *samples as f64 / f64::from(rate.max(1))
+        );
+    }
     for (i, err) in &unplannable {
         println!(
             "cannot plan {}: {}",

@@ -276,6 +276,12 @@ fn plan_loads_each_model_once_for_a_batch() {
     let text = succeeded(&out);
     assert!(text.contains("6 tasks in 2 loads"), "{text}");
     assert!(text.contains("1 GiB (configured"), "{text}");
+    // Uncalibrated models start at the default chunk, 2 s.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("chunks: ") && l.ends_with("in 32000 samples (2.00 s)")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -231,6 +231,33 @@ fn a_call_past_the_budget_is_stopped_mid_call_then_planned_smaller() {
         })
         .expect("a task line with its chunk");
     assert!(chunk < CHUNK, "chunk {chunk}: {text}");
+    // `masp plan` shows the chunk it plans with, before anything runs.
+    let plan = Command::new(env!("CARGO_BIN_EXE_masp"))
+        .current_dir(dir.path())
+        .args([
+            "plan",
+            "--pipeline",
+            "pipeline.toml",
+            "--budget",
+            "1GiB",
+            "a.wav",
+        ])
+        .env("MASP_HOME", home.path())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    println!("masp plan, calibrated:\n{shown}");
+    let planned: u64 = shown
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("chunks: grow in ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("masp plan names the chunk");
+    assert!(planned < CHUNK, "{shown}");
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub struct BatchPlan {
     pub models: Vec<String>,
     /// Tasks whose model could not be prepared (index into the batch, and why).
     pub unplannable: Vec<(usize, Error)>,
+    /// The samples per chunk each model's tasks are planned (and will start) with, by model
+    /// name and in the order of `models`: the configured default, or smaller where the model's
+    /// calibrated working memory at the default would not fit beside it.
+    pub chunks: Vec<(String, usize)>,
 }
 
 /// How a batch went.
@@ -62,6 +66,7 @@ impl SequentialOrchestrator {
         let mut unplannable: Vec<(usize, Error)> = Vec::new();
         let mut plan_tasks = Vec::new();
         let mut prepared_errors: Vec<(String, String)> = Vec::new();
+        let mut chunks: Vec<(String, usize)> = Vec::new();
         for (i, bt) in tasks.iter().enumerate() {
             let name = &bt.task.model;
             if let Some((_, reason)) = prepared_errors.iter().find(|(n, _)| n == name) {
@@ -109,6 +114,9 @@ impl SequentialOrchestrator {
                         .saturating_sub(snapshot.baseline)
                         .saturating_sub(p.estimate.resident.max(p.external_weight_bytes));
                     let chunk = self.chunk_fitting(&p.estimate, sample_rate_hz, room);
+                    if !chunks.iter().any(|(m, _)| m == name) {
+                        chunks.push((name.clone(), chunk));
+                    }
                     p.estimate.working_for(chunk as u64)
                 })
                 .unwrap_or_default();
@@ -146,6 +154,7 @@ impl SequentialOrchestrator {
             plan,
             models,
             unplannable,
+            chunks,
         })
     }
 
@@ -180,6 +189,7 @@ impl SequentialOrchestrator {
             plan,
             models,
             unplannable,
+            ..
         } = self.plan_batch(tasks)?;
         let mut summary = BatchSummary {
             planned_loads: plan.n_loads,
