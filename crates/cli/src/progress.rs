@@ -58,34 +58,30 @@ impl Progress {
     /// `--quiet`, when the watchdog stopped a model call: the budget was crossed, however
     /// briefly, and the task goes on with less memory.
     pub fn event(&self, event: &RunEvent) {
-        if let RunEvent::WatchdogFired {
-            task,
-            model,
-            rss,
-            peak,
-            limit,
-            over_ms,
-            chunk_samples,
-        } = event
-            && !self.quiet
-        {
-            eprintln!(
+        match event {
+            _ if self.quiet => {}
+            RunEvent::WatchdogFired {
+                task,
+                model,
+                rss,
+                peak,
+                limit,
+                over_ms,
+                chunk_samples,
+            } => eprintln!(
                 "masp: {task}: the watchdog stopped {model} mid-call at RSS {rss}, over the \
                  {limit} limit (peak {peak}, {over_ms:.0} ms over it, chunk of {chunk_samples} \
                  samples); retrying with less memory"
-            );
-        }
-        if let RunEvent::OverrideExceeded {
-            model,
-            stated,
-            measured,
-        } = event
-            && !self.quiet
-        {
-            eprintln!(
+            ),
+            RunEvent::OverrideExceeded {
+                model,
+                stated,
+                measured,
+            } => eprintln!(
                 "masp: warning: {model} peaked at {measured} while loading, more than twice its \
                  manifest's memory = {stated}; the measurement is used from now on"
-            );
+            ),
+            _ => {}
         }
         let mut shared = self.lock();
         match event {

@@ -5,6 +5,7 @@
 //! out loses nothing when a later task fails or the process is stopped. A failed task fails its
 //! dependents (named in their errors); every other task still runs.
 
+use masp_budget::Bytes;
 use serde::Serialize;
 
 use crate::orchestrator::{AudioTask, SequentialOrchestrator};
@@ -67,6 +68,8 @@ impl SequentialOrchestrator {
         let mut plan_tasks = Vec::new();
         let mut prepared_errors: Vec<(String, String)> = Vec::new();
         let mut chunks: Vec<(String, usize)> = Vec::new();
+        // Per model (by `ModelId`): a task's working memory at its planned chunk.
+        let mut working: Vec<Bytes> = Vec::new();
         for (i, bt) in tasks.iter().enumerate() {
             let name = &bt.task.model;
             if let Some((_, reason)) = prepared_errors.iter().find(|(n, _)| n == name) {
@@ -89,6 +92,17 @@ impl SequentialOrchestrator {
                             p.estimate.resident.max(p.external_weight_bytes),
                             p.estimate.resident,
                         ));
+                        // Its tasks are costed at the chunk they will run with: the default, or
+                        // smaller where the calibrated working memory at the default does not
+                        // fit beside the model. Once per model, not per task.
+                        let snapshot = self.budget().snapshot();
+                        let room = snapshot
+                            .limit
+                            .saturating_sub(snapshot.baseline)
+                            .saturating_sub(p.estimate.resident.max(p.external_weight_bytes));
+                        let chunk = self.chunk_fitting(&p.estimate, p.spec.sample_rate_hz, room);
+                        chunks.push((name.clone(), chunk));
+                        working.push(p.estimate.working_for(chunk as u64));
                         models.push(name.clone());
                         models.len() - 1
                     }
@@ -99,27 +113,7 @@ impl SequentialOrchestrator {
                     }
                 },
             };
-            // At the chunk the task will run with: the default, or smaller where the calibrated
-            // working memory at the default does not fit beside the model.
-            let working = self
-                .prepare(name)
-                .map(|p| {
-                    let sample_rate_hz = self
-                        .registry()
-                        .get(name)
-                        .map_or(16_000, |spec| spec.sample_rate_hz);
-                    let snapshot = self.budget().snapshot();
-                    let room = snapshot
-                        .limit
-                        .saturating_sub(snapshot.baseline)
-                        .saturating_sub(p.estimate.resident.max(p.external_weight_bytes));
-                    let chunk = self.chunk_fitting(&p.estimate, sample_rate_hz, room);
-                    if !chunks.iter().any(|(m, _)| m == name) {
-                        chunks.push((name.clone(), chunk));
-                    }
-                    p.estimate.working_for(chunk as u64)
-                })
-                .unwrap_or_default();
+            let working = working[model_id];
             let depends_on: Vec<TaskId> = bt.depends_on.iter().map(|&d| TaskId(d)).collect();
             plan_tasks.push(
                 PlanTask::new(TaskId(i), ModelId(model_id), &bt.task.label)

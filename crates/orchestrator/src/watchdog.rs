@@ -37,7 +37,7 @@ pub type StopCall = Box<dyn Fn() + Send>;
 /// When the watchdog fired during one armed period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trip {
-    /// The first RSS sample over the limit (this process plus the watched workers).
+    /// The first RSS sample over the limit.
     pub rss: Bytes,
     /// The limit it crossed.
     pub limit: Bytes,
@@ -58,9 +58,18 @@ pub struct Watched {
     pub samples: u64,
 }
 
+impl Watched {
+    /// Nothing seen: not armed.
+    const NONE: Watched = Watched {
+        trip: None,
+        peak: Bytes::ZERO,
+        over_for: Duration::ZERO,
+        samples: 0,
+    };
+}
+
 struct Armed {
     limit: Bytes,
-    pids: Vec<u32>,
     stop: StopCall,
     started: Instant,
     peak: Bytes,
@@ -147,14 +156,14 @@ impl Watchdog {
         self.interval
     }
 
-    /// Watch this process plus `pids` (worker processes) against `limit` until the returned
-    /// guard is finished or dropped; `stop` is called once, from the watchdog's thread, at the
-    /// first sample over the limit. Arming again replaces what was armed.
-    pub fn arm(&self, limit: Bytes, pids: Vec<u32>, stop: StopCall) -> WatchGuard<'_> {
+    /// Watch this process's RSS against `limit` until the returned guard is finished or
+    /// dropped; `stop` is called once, from the watchdog's thread, at the first sample over the
+    /// limit. Arming again replaces what was armed. (A worker process runs a watchdog of its
+    /// own, armed at its share of the budget.)
+    pub fn arm(&self, limit: Bytes, stop: StopCall) -> WatchGuard<'_> {
         let mut state = self.shared.lock();
         state.armed = Some(Armed {
             limit,
-            pids,
             stop,
             started: Instant::now(),
             peak: Bytes::ZERO,
@@ -166,6 +175,19 @@ impl Watchdog {
         self.shared.wake.notify_all();
         WatchGuard { dog: self }
     }
+
+    /// [`Watchdog::arm`] for a task's model calls: the stop terminates `options`, which every
+    /// call of the task passes to ONNX Runtime (it stops at the next graph node).
+    pub fn arm_calls(&self, limit: Bytes, options: &Arc<RunOptions>) -> WatchGuard<'_> {
+        let options = Arc::clone(options);
+        self.arm(
+            limit,
+            Box::new(move || {
+                // Fails only if the runtime is gone, and then nothing runs.
+                let _ = options.terminate();
+            }),
+        )
+    }
 }
 
 impl Drop for Watchdog {
@@ -175,22 +197,6 @@ impl Drop for Watchdog {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-impl Watchdog {
-    /// [`Watchdog::arm`] for a task's model calls: the stop terminates `options`, which every
-    /// call of the task passes to ONNX Runtime (it stops at the next graph node).
-    pub fn arm_calls(&self, limit: Bytes, options: &Arc<RunOptions>) -> WatchGuard<'_> {
-        let options = Arc::clone(options);
-        self.arm(
-            limit,
-            Vec::new(),
-            Box::new(move || {
-                // Fails only if the runtime is gone, and then nothing runs.
-                let _ = options.terminate();
-            }),
-        )
     }
 }
 
@@ -207,19 +213,21 @@ impl std::fmt::Debug for WatchGuard<'_> {
 }
 
 impl WatchGuard<'_> {
+    /// What the watchdog has seen so far, without disarming it.
+    pub fn watched(&self) -> Watched {
+        self.dog
+            .shared
+            .lock()
+            .armed
+            .as_ref()
+            .map_or(Watched::NONE, Armed::watched)
+    }
+
     /// Disarm, and say whether the watchdog fired and how high RSS went.
     pub fn finish(self) -> Watched {
         let armed = self.dog.shared.lock().armed.take();
         // Drop would find nothing armed now.
-        armed.map_or(
-            Watched {
-                trip: None,
-                peak: Bytes::ZERO,
-                over_for: Duration::ZERO,
-                samples: 0,
-            },
-            |a| a.watched(),
-        )
+        armed.as_ref().map_or(Watched::NONE, Armed::watched)
     }
 }
 
@@ -245,15 +253,11 @@ fn watch(shared: &Shared, interval: Duration) {
                 .unwrap_or_else(PoisonError::into_inner);
             continue;
         };
-        let own = match &reader {
+        let rss = match &reader {
             Some(r) => r.read(),
             None => probe::process_rss(),
-        };
-        let rss = armed
-            .pids
-            .iter()
-            .filter_map(|&pid| probe::process_rss_of(pid))
-            .fold(own.unwrap_or_default(), Bytes::saturating_add);
+        }
+        .unwrap_or_default();
         armed.samples += 1;
         armed.peak = armed.peak.max(rss);
         if rss > armed.limit {
@@ -293,9 +297,14 @@ mod tests {
         )
     }
 
+    /// Wait until `what` holds, however slow the machine (a hang guard, not a timing).
     fn wait_for(what: impl Fn() -> bool) {
         let started = Instant::now();
-        while !what() && started.elapsed() < Duration::from_secs(60) {
+        while !what() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the watchdog never got there"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -304,8 +313,8 @@ mod tests {
     fn under_the_limit_it_samples_and_does_not_stop() {
         let dog = Watchdog::start(Duration::from_millis(1)).unwrap();
         let (stops, stop) = counter();
-        let guard = dog.arm(Bytes::from_gib(1 << 20), Vec::new(), stop);
-        std::thread::sleep(Duration::from_millis(30));
+        let guard = dog.arm(Bytes::from_gib(1 << 20), stop);
+        wait_for(|| guard.watched().samples >= 2);
         let seen = guard.finish();
         assert_eq!(stops.load(Ordering::SeqCst), 0);
         assert!(seen.trip.is_none());
@@ -319,11 +328,13 @@ mod tests {
         let (stops, stop) = counter();
         let before = probe::process_rss().unwrap();
         let limit = before.saturating_add(Bytes::from_mib(32));
-        let guard = dog.arm(limit, Vec::new(), stop);
+        let guard = dog.arm(limit, stop);
         // 64 MiB written page by page: RSS passes the limit half way.
         let ballast = vec![0x5Au8; 64 << 20];
         wait_for(|| stops.load(Ordering::SeqCst) > 0);
-        std::thread::sleep(Duration::from_millis(10));
+        // More samples over the limit after the trip: still one stop.
+        let at_trip = guard.watched().samples;
+        wait_for(|| guard.watched().samples >= at_trip + 3);
         let seen = guard.finish();
         drop(ballast);
         assert_eq!(stops.load(Ordering::SeqCst), 1, "stopped exactly once");
@@ -337,15 +348,14 @@ mod tests {
     fn each_arming_starts_afresh() {
         let dog = Watchdog::start(Duration::from_millis(1)).unwrap();
         let (stops, stop) = counter();
-        let guard = dog.arm(Bytes::ZERO, Vec::new(), stop);
+        let guard = dog.arm(Bytes::ZERO, stop);
         wait_for(|| stops.load(Ordering::SeqCst) > 0);
         assert!(guard.finish().trip.is_some());
-        // Disarmed: no more samples, no more stops.
-        std::thread::sleep(Duration::from_millis(10));
-        assert_eq!(stops.load(Ordering::SeqCst), 1);
+        // Disarmed: the next arming samples afresh, and the old stop is gone.
         let (again, stop) = counter();
-        let guard = dog.arm(Bytes::from_gib(1 << 20), Vec::new(), stop);
-        std::thread::sleep(Duration::from_millis(10));
+        let guard = dog.arm(Bytes::from_gib(1 << 20), stop);
+        wait_for(|| guard.watched().samples >= 2);
+        assert_eq!(stops.load(Ordering::SeqCst), 1);
         let seen = guard.finish();
         assert!(seen.trip.is_none(), "{seen:?}");
         assert_eq!(again.load(Ordering::SeqCst), 0);
